@@ -1,0 +1,1 @@
+"""Nipype interfaces over the synthbids cores (installed as ``synthbids.interfaces``)."""

@@ -1,0 +1,312 @@
+"""Reading and writing NIfTI/MGZ volumes safely.
+
+Reading validates everything a user can get wrong (extension, truncation, dimensionality,
+non-finite values) and raises :class:`~synthbids.core.errors.InputError` with one line naming
+the file and the problem. Writing goes through :class:`OutputSet`: every file of one result is
+first written to a hidden temporary name beside its destination and renamed into place only
+when all of them were written, so a failure never leaves half-written outputs behind.
+Output headers keep the input's geometry exactly (pixdim, qform and sform), so outputs overlay
+their input in every viewer and pass ITK's orthonormality checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ('.nii.gz', '.nii', '.mgz', '.mgh')
+
+
+def split_ext(path: str | os.PathLike) -> tuple[str, str]:
+    """Split ``path`` into (path without extension, extension) for the supported formats;
+    the extension is ``''`` when it is not one of them."""
+    text = os.fspath(path)
+    low = text.lower()
+    for ext in EXTENSIONS:
+        if low.endswith(ext):
+            return text[: -len(ext)], text[-len(ext) :]
+    return text, ''
+
+
+@dataclass
+class Volume:
+    """An image as read from disk.
+
+    ``data`` keeps the on-disk dtype unless the file has intensity scaling (then float).
+    ``zooms`` are the header voxel sizes (NIfTI pixdim, MGH delta) as stored (float32
+    precision); ``affine`` is nibabel's best voxel-to-world matrix (sform before qform).
+    """
+
+    path: Path
+    data: np.ndarray
+    affine: np.ndarray
+    zooms: np.ndarray
+    header: object = field(repr=False)
+    image_class: type = field(repr=False)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def nframes(self) -> int:
+        return 1 if self.data.ndim == 3 else self.data.shape[3]
+
+    def frame(self, index: int) -> np.ndarray:
+        return self.data if self.data.ndim == 3 else self.data[..., index]
+
+
+def check_extension(path: str | os.PathLike) -> str:
+    """Return the file's extension, or raise InputError for an unsupported one."""
+    _, ext = split_ext(path)
+    if not ext:
+        suffix = Path(path).suffix or '(none)'
+        raise InputError(
+            path, f'unsupported file type {suffix!r}: expected .nii, .nii.gz, .mgz or .mgh'
+        )
+    return ext
+
+
+def load_volume(path: str | os.PathLike, max_dims: int = 4) -> Volume:
+    """Read and validate an image: 3-D, or 4-D (frames) when ``max_dims`` is 4.
+
+    Trailing singleton dimensions beyond the third are dropped. Raises InputError for a
+    missing, unreadable, truncated or corrupt file, a 2-D image, too many dimensions, and
+    NaN or infinite voxels.
+    """
+    path = Path(path)
+    check_extension(path)
+    if not path.exists():
+        raise InputError(path, 'no such file')
+    if path.is_dir():
+        raise InputError(path, 'is a directory, not an image file')
+    if not os.access(path, os.R_OK):
+        raise InputError(path, 'permission denied')
+    try:
+        img = nib.load(path)
+        data = np.asanyarray(img.dataobj)
+    except (EOFError, zlib.error) as err:
+        raise InputError(path, f'file is truncated or corrupt ({err})') from None
+    except MemoryError:
+        raise InputError(path, 'not enough memory to read the image') from None
+    except Exception as err:  # nibabel raises many types for malformed files
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(path, f'cannot read image: {detail}') from None
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image | nib.MGHImage):
+        raise InputError(path, f'unsupported image format ({type(img).__name__})')
+
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    spatial = data.shape[:3]
+    if data.ndim < 3 or min(spatial) < 2:
+        raise InputError(
+            path, f'image is 2-D (shape {_fmt_shape(img.shape)}); a 3-D volume is required'
+        )
+    if data.ndim > max_dims:
+        what = '3-D volume' if max_dims == 3 else '3-D volume or a 4-D series of volumes'
+        raise InputError(
+            path,
+            f'image has {data.ndim} dimensions (shape {_fmt_shape(data.shape)}); '
+            f'expected a {what}',
+        )
+    if data.dtype.kind == 'c' or data.dtype.fields is not None:
+        raise InputError(path, f'unsupported voxel type {data.dtype} (complex or RGB)')
+    if data.dtype.kind == 'f':
+        bad = np.count_nonzero(~np.isfinite(data))
+        if bad:
+            raise InputError(path, f'image contains {bad} NaN or infinite voxel(s)')
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float32).astype(np.float64)
+    if not np.all(zooms > 0) or not np.all(np.isfinite(img.affine)):
+        raise InputError(path, 'invalid voxel sizes or affine in the header')
+    return Volume(
+        path=path,
+        data=data,
+        affine=np.asarray(img.affine, dtype=np.float64),
+        zooms=zooms,
+        header=img.header,
+        image_class=type(img),
+    )
+
+
+def require_signal(volume: Volume) -> None:
+    """Raise InputError if the image (or one of its frames) is empty or constant."""
+    for f in range(volume.nframes):
+        frame = volume.frame(f)
+        lo, hi = frame.min(), frame.max()
+        where = '' if volume.nframes == 1 else f'frame {f} of the '
+        if hi == lo == 0:
+            raise InputError(volume.path, f'{where}image is empty (all voxels are zero)')
+        if hi == lo:
+            raise InputError(volume.path, f'{where}image is constant (all voxels equal {lo})')
+
+
+def _fmt_shape(shape) -> str:
+    return 'x'.join(str(s) for s in shape)
+
+
+# --------------------------------------------------------------------------- writing
+
+_MGH_DTYPES = (np.uint8, np.int16, np.int32, np.float32)
+
+
+def image_like(data: np.ndarray, reference: Volume, path: str | os.PathLike):
+    """A nibabel image of ``data`` on the reference grid, in the format ``path`` asks for.
+
+    Same format as the reference: its header is copied, so pixdim, units, qform and sform
+    stay exactly as they were (if qform and sform disagree, both are set to the affine that
+    nibabel and FreeSurfer use). Other format: a fresh header with the reference affine.
+    """
+    _, ext = split_ext(path)
+    to_mgh = ext in ('.mgz', '.mgh')
+    if to_mgh:
+        data = _mgh_compatible(data)
+        header = reference.header.copy() if reference.image_class is nib.MGHImage else None
+        if header is not None:
+            header.set_data_dtype(data.dtype)
+        return nib.MGHImage(data, reference.affine, header=header)
+
+    if reference.image_class in (nib.Nifti1Image, nib.Nifti2Image):
+        header = reference.header.copy()
+        header.set_data_dtype(data.dtype)
+        header.set_slope_inter(None, None)
+        img = reference.image_class(data, reference.affine, header=header)
+        _make_xforms_consistent(img)
+        return img
+    img = nib.Nifti1Image(data, reference.affine)
+    img.header.set_xyzt_units('mm', 'sec')
+    img.set_qform(reference.affine, code=1)
+    img.set_sform(reference.affine, code=1)
+    return img
+
+
+def _make_xforms_consistent(img) -> None:
+    hdr = img.header
+    qcode, scode = int(hdr['qform_code']), int(hdr['sform_code'])
+    if qcode > 0 and scode > 0:
+        q, s = hdr.get_qform(), hdr.get_sform()
+        if not np.allclose(q, s, atol=1e-4):
+            log.warning('input qform and sform disagree; writing the sform into both')
+            zooms = hdr.get_zooms()
+            img.set_qform(s, code=qcode)
+            img.set_sform(s, code=scode)
+            hdr.set_zooms(zooms)
+
+
+def _mgh_compatible(data: np.ndarray) -> np.ndarray:
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    if data.dtype.type in _MGH_DTYPES:
+        return data
+    if data.dtype.kind == 'f':
+        return data.astype(np.float32)
+    if data.dtype.kind in 'ui' and data.min() >= -(2**31) and data.max() < 2**31:
+        return data.astype(np.int32)
+    return data.astype(np.float32)
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Fail early (before any computation) if ``path`` cannot be written.
+
+    The folder is probed by creating and removing a hidden file in it, which also catches
+    read-only file systems and folders that root cannot write either."""
+    path = Path(path)
+    _, ext = split_ext(path)
+    if not ext:
+        raise OutputError(
+            path,
+            f'unsupported output type {path.suffix or "(none)"!r}: '
+            'use .nii, .nii.gz, .mgz or .mgh',
+        )
+    parent = path.parent if str(path.parent) else Path('.')
+    if not parent.exists():
+        raise OutputError(path, f'output folder {parent} does not exist')
+    if not parent.is_dir():
+        raise OutputError(path, f'{parent} is not a folder')
+    if path.is_dir():
+        raise OutputError(path, 'is a folder, not a file name')
+    try:
+        fd, probe = tempfile.mkstemp(prefix='.synthbids-probe.', dir=parent)
+    except OSError:
+        raise OutputError(path, f'output folder {parent} is not writable') from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class OutputSet:
+    """All-or-nothing writing of several files.
+
+    ``add(img, path)`` writes ``img`` to a hidden temporary file in the destination folder;
+    ``commit()`` renames every temporary file into place; ``discard()`` (also called when the
+    ``with`` block raises) deletes them. Use as a context manager.
+    """
+
+    def __init__(self):
+        self._staged: list[tuple[Path, Path]] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.discard()
+        elif self._staged:
+            self.commit()
+        return False
+
+    def add(self, img, path: str | os.PathLike) -> None:
+        path = Path(path)
+        _, ext = split_ext(path)
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f'.{path.name}.',
+                suffix=f'.partial{ext}',
+                dir=path.parent if str(path.parent) else '.',
+            )
+        except OSError as err:
+            raise OutputError(path, f'cannot write: {err.strerror or err}') from None
+        os.close(fd)
+        tmp = Path(tmp)
+        self._staged.append((tmp, path))
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())
+            nib.save(img, tmp)
+        except OSError as err:
+            raise OutputError(path, f'cannot write: {err.strerror or err}') from None
+
+    def commit(self) -> list[Path]:
+        done = []
+        try:
+            for tmp, path in self._staged:
+                os.replace(tmp, path)
+                done.append(path)
+        except OSError as err:
+            self.discard()
+            raise OutputError(path, f'cannot write: {err.strerror or err}') from None
+        self._staged = []
+        return done
+
+    def discard(self) -> None:
+        for tmp, _ in self._staged:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+        self._staged = []

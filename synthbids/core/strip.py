@@ -1,0 +1,210 @@
+"""SynthStrip as a library call: load the model once, then strip any number of images.
+
+>>> model = load_strip_model()                      # resolves weights (see core.weights)
+>>> mask, sdt, stripped = strip('T1w.nii.gz', model, border=1.0)
+
+The pipeline is FreeSurfer's ``mri_synthstrip``: conform each frame to 1 mm LIA (nearest
+neighbour), crop to the head, centre-pad to a multiple of 64 within 192-320 voxels, normalise
+(minus minimum, divided by the 99th percentile, clipped to [0, 1]), predict the signed
+distance, widen it for wide borders, bring it back to the input grid (fill 100 outside the
+field of view), threshold at ``border``, keep the largest component and fill its holes.
+Outputs are on the input grid; 4-D inputs are processed frame by frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import InputError, WeightsError
+from .geometry import (
+    LIA_DIRECTIONS,
+    Grid,
+    bbox_slices,
+    center_pad_crop,
+    crop,
+    reorient,
+    resample_to,
+    resize_grid,
+    sample_nearest,
+)
+from .imageio import Volume, load_volume, require_signal
+from .masks import extend_sdt, fill_holes, largest_component
+from .stripnet import StripUNet
+from .weights import WeightsFile, resolve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StripSettings:
+    """Conforming parameters; official weights use the defaults. Weights trained by synthbids
+    may carry their own (``checkpoint['synthbids']['conform']``)."""
+
+    voxsize: float = 1.0
+    min_shape: int = 192
+    max_shape: int = 320
+
+
+@dataclass
+class StripModel:
+    """A loaded SynthStrip network with the weights it came from."""
+
+    net: StripUNet
+    weights: WeightsFile | None
+    settings: StripSettings = field(default_factory=StripSettings)
+    device: torch.device = field(default_factory=lambda: torch.device('cpu'))
+
+
+@dataclass
+class Conformed:
+    """The network input of one frame and the grid it lives on."""
+
+    data: np.ndarray
+    grid: Grid
+
+
+@dataclass
+class StripResult:
+    """Outputs on the input grid (4-D for 4-D inputs). Unpacks as ``mask, sdt, stripped``."""
+
+    mask: np.ndarray
+    sdt: np.ndarray
+    stripped: np.ndarray
+    weights: WeightsFile | None
+    conformed: list[Grid]
+    conformed_sdt: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    def __iter__(self):
+        return iter((self.mask, self.sdt, self.stripped))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a SynthStrip checkpoint; one-line WeightsError for anything else."""
+    path = os.fspath(path)
+    with open(path, 'rb') as fh:
+        magic = fh.read(8)
+    if magic.startswith(b'\x89HDF'):
+        raise WeightsError(
+            'is a Keras/HDF5 weights file (SynthSeg?), not a SynthStrip checkpoint', path
+        )
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(f'not a PyTorch checkpoint ({detail[:120]})', path) from None
+    if isinstance(ckpt, dict) and 'model_state_dict' in ckpt:
+        return ckpt
+    if isinstance(ckpt, dict) and any(k.startswith('encoder.') for k in ckpt):
+        return {'model_state_dict': ckpt}
+    raise WeightsError("not a SynthStrip checkpoint (no 'model_state_dict')", path)
+
+
+def build_strip_net(ckpt: dict, path: str | os.PathLike = '') -> StripUNet:
+    state = ckpt['model_state_dict']
+    try:
+        return StripUNet.from_state_dict(state).eval()
+    except (ValueError, RuntimeError, KeyError) as err:
+        detail = str(err).strip().splitlines()[0]
+        raise WeightsError(f'not a SynthStrip checkpoint: {detail[:160]}', path) from None
+
+
+def load_strip_model(
+    model: str | os.PathLike | None = None,
+    no_csf: bool = False,
+    device: str | torch.device = 'cpu',
+) -> StripModel:
+    """Resolve, load and prepare SynthStrip weights once (``model`` overrides the search)."""
+    weights = resolve('strip-nocsf' if no_csf else 'strip', explicit=model)
+    ckpt = read_checkpoint(weights.path)
+    net = build_strip_net(ckpt, weights.path)
+    meta = ckpt.get('synthbids', {}) if isinstance(ckpt.get('synthbids'), dict) else {}
+    settings = StripSettings(**meta.get('conform', {}))
+    device = torch.device(device)
+    net = net.to(device=device, memory_format=torch.channels_last_3d)
+    return StripModel(net=net, weights=weights, settings=settings, device=device)
+
+
+def conform_frame(
+    data: np.ndarray,
+    affine: np.ndarray,
+    zooms,
+    settings: StripSettings = StripSettings(),
+    divisor: int = 64,
+) -> Conformed:
+    """Network input for one 3-D frame, on its conformed grid (see module docstring)."""
+    data, affine, zooms = reorient(data, affine, zooms, LIA_DIRECTIONS)
+    target = resize_grid(data.shape, affine, zooms, settings.voxsize)
+    if target is not None:
+        vox2vox = np.linalg.inv(affine) @ target.affine
+        data = sample_nearest(np.ascontiguousarray(data), vox2vox, target.shape, fill=0)
+        affine = target.affine
+    data = np.asarray(data, dtype=np.float32)
+    data, affine = crop(data, affine, bbox_slices(data > 0))
+    shape = np.ceil(np.array(data.shape) / divisor).astype(int) * divisor
+    shape = np.clip(shape, settings.min_shape, settings.max_shape)
+    data, affine = center_pad_crop(data, affine, shape)
+    return Conformed(normalize(data), Grid(data.shape, affine))
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    """Subtract the minimum, divide by the 99th percentile (all voxels), clip to [0, 1]."""
+    x = x - x.min()
+    scale = np.float32(np.percentile(x, 99))
+    if scale <= 0:  # over 99 % of the grid is background: fall back to the maximum
+        scale = np.float32(x.max())
+    return np.clip(x / scale, 0, 1).astype(np.float32, copy=False)
+
+
+def predict_sdt(model: StripModel, conformed: Conformed) -> np.ndarray:
+    """Run the network on one conformed frame; returns the SDT on the conformed grid."""
+    x = torch.from_numpy(conformed.data[None, None]).to(model.device)
+    sdt = model.net.predict(x)
+    return sdt[0, 0].cpu().numpy()
+
+
+def mask_from_sdt(sdt: np.ndarray, border: float) -> np.ndarray:
+    """``sdt < border``, largest connected component, holes filled."""
+    return fill_holes(largest_component(sdt < border))
+
+
+def strip_volume(
+    volume: Volume,
+    model: StripModel,
+    border: float = 1.0,
+    fill: float | None = None,
+) -> StripResult:
+    """Skull-strip a loaded volume (3-D or 4-D)."""
+    require_signal(volume)
+    grid = Grid(volume.shape[:3], volume.affine)
+    masks, sdts, grids, raw = [], [], [], []
+    for f in range(volume.nframes):
+        conformed = conform_frame(
+            volume.frame(f), volume.affine, volume.zooms, model.settings, model.net.divisor
+        )
+        sdt = predict_sdt(model, conformed)
+        raw.append(sdt)
+        sdt = extend_sdt(sdt, border)
+        sdt = resample_to(sdt, conformed.grid, grid, fill=100.0)
+        masks.append(mask_from_sdt(sdt, border))
+        sdts.append(sdt)
+        grids.append(conformed.grid)
+    mask = masks[0] if volume.nframes == 1 else np.stack(masks, axis=-1)
+    sdt = sdts[0] if volume.nframes == 1 else np.stack(sdts, axis=-1)
+    if fill is None:
+        fill = min(0, volume.data.min())
+    stripped = np.array(volume.data, copy=True)
+    stripped[~mask] = fill
+    return StripResult(mask, sdt.astype(np.float32), stripped, model.weights, grids, raw)
+
+
+def strip(image, model: StripModel, border: float = 1.0, fill: float | None = None):
+    """Skull-strip ``image`` (a path or a :class:`Volume`) with a loaded ``model``."""
+    volume = image if isinstance(image, Volume) else load_volume(image)
+    if border != border or border in (float('inf'), float('-inf')):
+        raise InputError(None, f'invalid border {border}')
+    return strip_volume(volume, model, border=border, fill=fill)

@@ -1,0 +1,137 @@
+"""Shared fixtures: input images, tiny models, and access to data outside the repository.
+
+Data outside the repository (``../shared`` and Debian's Colin27 head) is required in CI
+(``CI=true``: a missing file fails the test) and skipped with a clear reason elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from tests.golden import write_golden_strip
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get('SYNTHBIDS_SHARED', REPO.parent / 'shared'))
+CH2 = Path('/usr/share/mricron/templates/ch2.nii.gz')
+CH2BET = Path('/usr/share/mricron/templates/ch2bet.nii.gz')
+IN_CI = os.environ.get('CI', '').lower() in ('1', 'true', 'yes')
+
+
+def require(path: Path, why: str) -> Path:
+    """Return ``path`` if it exists; otherwise fail in CI and skip elsewhere."""
+    if path.exists():
+        return path
+    message = f'{path} not found ({why})'
+    if IN_CI:
+        pytest.fail(message + ' - it must be present in CI')
+    pytest.skip(message)
+
+
+@pytest.fixture(scope='session')
+def shared_dir() -> Path:
+    return require(SHARED, 'the ../shared folder with golden vectors sits beside the repo in CI')
+
+
+@pytest.fixture(scope='session')
+def ch2() -> Path:
+    return require(CH2, "Colin27 from Debian's mricron-data package")
+
+
+@pytest.fixture(scope='session')
+def ch2bet() -> Path:
+    return require(CH2BET, "Colin27 brain from Debian's mricron-data package")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_weights(tmp_path_factory, monkeypatch):
+    """Never pick up weights from the user's cache or FreeSurfer during tests."""
+    cache = tmp_path_factory.mktemp('cache')
+    monkeypatch.setenv('SYNTHBIDS_CACHE', str(cache))
+    monkeypatch.delenv('SYNTHBIDS_MODELS', raising=False)
+    monkeypatch.delenv('FREESURFER_HOME', raising=False)
+
+
+@pytest.fixture(scope='session')
+def golden_strip_ckpts(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp('golden_ckpts')
+    return {
+        'random': write_golden_strip(root / 'strip_random.pt', scaled=False),
+        'scaled': write_golden_strip(root / 'strip_random_scaled.pt', scaled=True),
+    }
+
+
+@pytest.fixture(scope='session')
+def tiny_strip_ckpt(tmp_path_factory) -> Path:
+    """A 2-feature SynthStrip (official key names) wired to threshold intensity.
+
+    Every weight is zero except identity taps that carry the normalised image through the
+    first encoder level and the tail, whose last convolution gives ``sdt = 5 - 10 * x``:
+    voxels brighter than 40 % of the 99th percentile fall inside the mask. Fast and
+    deterministic, with a non-trivial mask for CLI and workflow tests. Its metadata lowers
+    the minimum conformed size to 64 voxels (the official 192 is covered by parity tests).
+    """
+    from synthbids.core.stripnet import StripUNet
+
+    net = StripUNet(encoder=[[2, 2]] * 6, decoder=[[2, 2]] * 6, tail=[2, 2, 1])
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.encoder[0][0].conv.weight[0, 0, 1, 1, 1] = 1
+        net.encoder[0][1].conv.weight[0, 0, 1, 1, 1] = 1
+        net.remaining[0].conv.weight[0, 2, 1, 1, 1] = 1  # channel 0 of the level-0 skip
+        net.remaining[1].conv.weight[0, 0, 1, 1, 1] = 1
+        net.remaining[2].conv.weight[0, 0, 1, 1, 1] = -10
+        net.remaining[2].conv.bias[0] = 5
+    path = tmp_path_factory.mktemp('tiny') / 'tiny_strip.pt'
+    torch.save(
+        {'model_state_dict': net.state_dict(), 'synthbids': {'conform': {'min_shape': 64}}}, path
+    )
+    return path
+
+
+@pytest.fixture
+def make_nifti(tmp_path):
+    """Factory writing a small NIfTI image; returns its path."""
+
+    def make(
+        name='img.nii.gz',
+        shape=(40, 48, 36),
+        dtype=np.int16,
+        affine=None,
+        data=None,
+        zooms=None,
+        header=None,
+    ):
+        if data is None:
+            rng = np.random.default_rng(0)
+            grid = np.indices(shape[:3]).astype(float)
+            center = (np.array(shape[:3]) - 1)[:, None, None, None] / 2
+            r = np.sqrt(
+                (((grid - center) / (np.array(shape[:3])[:, None, None, None] / 3)) ** 2).sum(0)
+            )
+            base = np.where(r < 1, 100 + 20 * rng.random(shape[:3]), 5 * rng.random(shape[:3]))
+            if len(shape) == 4:
+                base = np.stack([np.roll(base, t, axis=0) for t in range(shape[3])], -1)
+            data = base.astype(dtype)
+        if affine is None:
+            affine = np.diag([*(zooms if zooms is not None else (1.0, 1.0, 1.0)), 1.0])
+            affine[:3, 3] = -np.array(shape[:3]) / 2
+        img = nib.Nifti1Image(data, affine, header=header)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+        path = tmp_path / name
+        img.to_filename(path)
+        return path
+
+    return make
+
+
+def listdir_all(path: Path) -> list[str]:
+    """Every entry of ``path``, hidden ones included, sorted."""
+    return sorted(p.name for p in Path(path).iterdir())

@@ -1,0 +1,1 @@
+"""Nipype workflows of the BIDS App (installed as ``synthbids.workflows``)."""
