@@ -108,7 +108,7 @@ def validate(task: Task, net, samples, device) -> dict[str, float]:
     net.eval()
     scores: dict[str, list[float]] = {}
     for x, target, weight, _ in samples:
-        pred = net(x.to(device))
+        pred = net(x.to(device).contiguous(memory_format=torch.channels_last_3d))
         for k, v in task.metrics(pred, target.to(device), weight.to(device)).items():
             scores.setdefault(k, []).append(v)
     net.train()
@@ -138,7 +138,8 @@ def train(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    net = task.make_net().to(device)
+    cl = torch.channels_last_3d  # about 2x faster convolutions on CPU
+    net = task.make_net().to(device, memory_format=cl)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     step, best = 0, None
     state_path = out / 'state.pt'
@@ -190,12 +191,13 @@ def train(
             for group in opt.param_groups:
                 group['lr'] = lr
             x, target, weight = (t.to(device, non_blocking=True) for t in next(batches))
+            x = x.contiguous(memory_format=cl)
             loss = task.loss(net(x), target, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-            value = float(loss)
+            value = float(loss.detach())
             ema = value if ema is None else 0.98 * ema + 0.02 * value
             with history.open('a') as fh:
                 fh.write(f'{step}\tloss\t{value:.6f}\t{time.perf_counter() - t_start:.1f}\n')
