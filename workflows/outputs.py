@@ -69,12 +69,26 @@ def init_ds_skullstrip_wf(
     mask_rel = derivative_relpath(
         image, derivative_name(image, suffix='mask', extension='.nii.gz', desc='brain')
     )
-    ds_mask = _sink(image, output_dir, 'ds_mask', suffix='mask', desc='brain',
-                    meta_dict={'Type': 'Brain'})  # fmt: skip
-    ds_brain = _sink(image, output_dir, 'ds_brain', suffix=image.suffix, desc='brain',
-                     meta_dict={'SkullStripped': True}, sources=[mask_rel])  # fmt: skip
-    ds_report = _sink(image, output_dir, 'ds_report_mask', suffix=image.suffix,
-                      desc='brainmask', datatype='figures')  # fmt: skip
+    ds_mask = _sink(
+        image, output_dir, 'ds_mask', suffix='mask', desc='brain', meta_dict={'Type': 'Brain'}
+    )
+    ds_brain = _sink(
+        image,
+        output_dir,
+        'ds_brain',
+        suffix=image.suffix,
+        desc='brain',
+        meta_dict={'SkullStripped': True},
+        sources=[mask_rel],
+    )
+    ds_report = _sink(
+        image,
+        output_dir,
+        'ds_report_mask',
+        suffix=image.suffix,
+        desc='brainmask',
+        datatype='figures',
+    )
     # fmt: off
     workflow.connect([
         (inputnode, ds_mask, [('out_mask', 'in_file'), ('model_meta', 'model_meta')]),
@@ -114,12 +128,15 @@ def init_ds_segmentation_wf(
         niu.IdentityInterface(fields=['dseg', 'volumes', 'qc']), name='outputnode'
     )
     seg = models.seg_label
-    ds_dseg = _sink(image, output_dir, 'ds_dseg', suffix='dseg', seg=seg,
-                    meta_dict={'Manual': False})  # fmt: skip
-    ds_volumes = _sink(image, output_dir, 'ds_volumes', suffix='volumes', seg=seg,
-                       meta_dict=VOLUMES_DICTIONARY)  # fmt: skip
-    ds_report = _sink(image, output_dir, 'ds_report_seg', suffix=image.suffix, desc=seg,
-                      datatype='figures')  # fmt: skip
+    ds_dseg = _sink(
+        image, output_dir, 'ds_dseg', suffix='dseg', seg=seg, meta_dict={'Manual': False}
+    )
+    ds_volumes = _sink(
+        image, output_dir, 'ds_volumes', suffix='volumes', seg=seg, meta_dict=VOLUMES_DICTIONARY
+    )
+    ds_report = _sink(
+        image, output_dir, 'ds_report_seg', suffix=image.suffix, desc=seg, datatype='figures'
+    )
     # fmt: off
     workflow.connect([
         (inputnode, ds_dseg, [('out_dseg', 'in_file'), ('model_meta', 'model_meta')]),
@@ -130,8 +147,7 @@ def init_ds_segmentation_wf(
     ])
     # fmt: on
     if models.qc:
-        ds_qc = _sink(image, output_dir, 'ds_qc', suffix='qc', seg=seg,
-                      meta_dict=QC_DICTIONARY)  # fmt: skip
+        ds_qc = _sink(image, output_dir, 'ds_qc', suffix='qc', seg=seg, meta_dict=QC_DICTIONARY)
         # fmt: off
         workflow.connect([
             (inputnode, ds_qc, [('out_qc', 'in_file'), ('model_meta', 'model_meta')]),
@@ -141,11 +157,12 @@ def init_ds_segmentation_wf(
     if models.posteriors:
         ds_probseg = _sink(image, output_dir, 'ds_probseg', suffix='probseg', seg='aseg')
         label_map = pe.Node(
-            niu.Function(function=_label_map_meta, input_names=['label_map'],
-                         output_names=['meta']),
+            niu.Function(
+                function=_label_map_meta, input_names=['label_map'], output_names=['meta']
+            ),
             name='label_map',
             run_without_submitting=True,
-        )  # fmt: skip
+        )
         # fmt: off
         workflow.connect([
             (inputnode, label_map, [('label_map', 'label_map')]),

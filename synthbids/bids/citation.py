@@ -101,7 +101,7 @@ def boilerplate(version: str, models: ModelSettings, strip_weights: str, seg_wei
     for key in cite:
         if key not in seen:
             seen.append(key)
-    text += [f'- [{k}] {REFERENCES[k][0]}' for k in seen]
+    text += [f'- [{k}] {REFERENCES[k]}' for k in seen]
     return '# Methods\n\n' + '\n'.join(text) + '\n'
 
 

@@ -132,8 +132,13 @@ def collect_images(
     filters: dict | None = None,
     database_dir: Path | None = None,
     layout=None,
+    strict: bool = True,
 ) -> dict[str, list[SourceImage]]:
-    """Images to process, grouped by subject label (sorted); FilterError if none."""
+    """Images to process, grouped by subject label (sorted); FilterError if none.
+
+    A file whose name cannot be parsed fails validation (``strict``) or is skipped with a
+    warning (``--skip-bids-validation``).
+    """
     filters = filters or {}
     layout = layout or index_dataset(bids_dir, participant_label, database_dir)
     subjects = sorted(layout.get_subjects())
@@ -167,7 +172,15 @@ def collect_images(
         except (ValueError, TypeError) as err:  # pybids: unknown entity in a filter
             raise FilterFileError(f'BIDS filter for {suffix.lower()}: {err}') from None
         for f in files:
-            image = SourceImage.from_path(f, bids_dir)
+            try:
+                image = SourceImage.from_path(f, bids_dir)
+            except ValueError as err:
+                if strict:
+                    raise ValidationError(
+                        f'{err} (use --skip-bids-validation to skip such files)'
+                    ) from None
+                log.warning('skipping %s', err)
+                continue
             if image.suffix != suffix:  # pybids matched a longer suffix (e.g. T2star/T2starw)
                 continue
             found.setdefault(image.subject, []).append(image)

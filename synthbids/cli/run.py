@@ -421,6 +421,7 @@ def run_participant(settings) -> int:
         session_label=ex.session_label,
         filters=ex.bids_filters,
         database_dir=ex.bids_database_dir,
+        strict=not ex.skip_bids_validation,
     )
     images = [im for ims in subjects.values() for im in ims]
     if not ex.skip_bids_validation:
@@ -511,8 +512,7 @@ def execute(workflow, settings) -> int:
     }
     try:
         workflow.run(plugin=settings.nipype.plugin, plugin_args=settings.nipype.plugin_args)
-    except RuntimeError as err:  # Nipype: "Workflow did not execute cleanly"
-        log.error('%s', str(err).splitlines()[0] if str(err) else 'workflow failed')
+    except RuntimeError:  # Nipype: "Workflow did not execute cleanly" (details logged)
         return 1
     finally:
         restore()

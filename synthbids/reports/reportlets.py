@@ -105,9 +105,13 @@ def _mosaic(image, n_cuts, draw, title: str | None, out_file, box_mask) -> Path:
             )
             draw(ax, row, index)
             ax.text(
-                0.02, 0.02, f'{row[0].upper()}={index}', color='white', fontsize=6,
+                0.02,
+                0.02,
+                f'{row[0].upper()}={index}',
+                color='white',
+                fontsize=6,
                 transform=ax.transAxes,
-            )  # fmt: skip
+            )
     if title:
         fig.suptitle(title, color='white', fontsize=9)
     fig.subplots_adjust(
@@ -162,10 +166,15 @@ def plot_segmentation(
         section = _slice(compact, row, i)
         shown = np.ma.masked_equal(section, 0)
         ax.imshow(
-            shown, cmap=cmap, vmin=0, vmax=len(palette) - 1, origin='lower', alpha=alpha,
+            shown,
+            cmap=cmap,
+            vmin=0,
+            vmax=len(palette) - 1,
+            origin='lower',
+            alpha=alpha,
             aspect=ax.get_aspect(),
             interpolation='nearest',
-        )  # fmt: skip
+        )
 
     return _mosaic(image, n_cuts, draw, title, out_file, labels > 0)
 
@@ -188,9 +197,12 @@ def plot_strips(
     names = [n for n, points in data.items() if any(v is not None for v, _, _ in points)]
     if not names:
         return ''
-    fig = Figure(figsize=(7.5, 0.55 * len(names) + 0.7))
+    shared = xlim is not None  # one scale for all rows: tick labels only at the bottom
+    row = 0.45 if shared else 0.85
+    height = row * len(names) + 0.8
+    fig = Figure(figsize=(7.5, height))
     FigureCanvasSVG(fig)
-    axes = fig.subplots(len(names), 1, squeeze=False)[:, 0]
+    axes = fig.subplots(len(names), 1, squeeze=False, sharex=shared)[:, 0]
     rng = np.random.default_rng(0)
     for ax, name in zip(axes, names):
         points = [(v, label, url) for v, label, url in data[name] if v is not None]
@@ -208,10 +220,17 @@ def plot_strips(
         ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha='right', va='center', fontsize=8)
         ax.tick_params(axis='x', labelsize=7)
+        ax.ticklabel_format(axis='x', style='plain', useOffset=False)
         for side in ('top', 'right', 'left'):
             ax.spines[side].set_visible(False)
     axes[-1].set_xlabel(xlabel, fontsize=8)
-    fig.subplots_adjust(left=0.33, right=0.97, top=0.97, bottom=0.5 / (0.55 * len(names) + 0.7))
+    fig.subplots_adjust(
+        left=0.33,
+        right=0.97,
+        top=1 - 0.15 / height,
+        bottom=0.6 / height,
+        hspace=0.25 if shared else 0.9,
+    )
     buf = io.StringIO()
     fig.savefig(buf, format='svg')
     text = buf.getvalue()
