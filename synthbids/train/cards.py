@@ -44,12 +44,14 @@ def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
         f'poolings, {net.get("features")} features doubling to {net.get("max_features")}.',
         f'* **Inference grid**: {json.dumps(meta.get("conform", {}))}.',
         f'* **Iterations**: {meta.get("iterations")} (batch 1, crops of '
-        f'{recipe.get("crop")} voxels at {recipe.get("voxsize")} mm), Adam, lr {recipe.get("lr")}.',
+        f'{recipe.get("crop")} voxels at {recipe.get("voxsize")} mm), Adam, '
+        f'lr {recipe.get("lr")}.',
         '',
         '## Data',
         '',
-        f'Synthetic images drawn by the synthbids generator from {len(recipe.get("train_maps", []))}'
-        ' whole-head label maps of the SynthSeg repository (Apache-2.0): '
+        'Synthetic images drawn by the synthbids generator from '
+        f'{len(recipe.get("train_maps", []))} whole-head label maps of the SynthSeg '
+        'repository (Apache-2.0): '
         f'{", ".join(recipe.get("train_maps", []))}. Held out for validation and evaluation: '
         f'{", ".join(recipe.get("val_maps", []))}. No real image was used for training.',
         '',
