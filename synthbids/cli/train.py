@@ -62,6 +62,12 @@ def get_parser() -> argparse.ArgumentParser:
         t.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
         t.add_argument('-t', '--threads', type=int, help='CPU threads for training')
         t.add_argument('--cache', type=Path, help='cache of downsampled maps (default: OUT)')
+        t.add_argument(
+            '--init',
+            type=Path,
+            metavar='WEIGHTS',
+            help='start a new run from these exported weights (fine-tuning)',
+        )
         t.add_argument('-v', '--verbose', action='count', default=1)
     e = sub.add_parser('export', help='copy deployable weights, optionally as float16')
     e.add_argument('source', type=Path, help='best.pt or last.pt of a run')
@@ -161,7 +167,10 @@ def _train(args) -> int:
         val_samples=args.val_samples,
         warmup=args.warmup,
         workers=args.workers,
+        init=args.init,
     )
+    if args.init:
+        recipe['init'] = str(args.init)
     print(
         f'{PROG}: {args.task} on {device}, {len(train_files)} training maps, '
         f'{len(val_files)} held out ({", ".join(p.name for p in val_files)})',

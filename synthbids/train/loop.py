@@ -36,6 +36,7 @@ class TrainConfig:
     val_samples: int = 12
     warmup: int = 0  # steps of linear learning-rate warm-up
     workers: int = 0  # background processes generating samples
+    init: Path | None = None  # exported weights to start a new run from
 
 
 class Progress:
@@ -143,6 +144,10 @@ def train(
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     step, best = 0, None
     state_path = out / 'state.pt'
+    if config.init is not None and not state_path.exists():
+        init = torch.load(config.init, map_location=device, weights_only=True)
+        net.load_state_dict(init['model_state_dict'])
+        log.info('initialised from %s', config.init)
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
         net.load_state_dict(state['net'])

@@ -101,3 +101,16 @@ def test_bad_arguments(maps, tmp_path, capsys):
     bad[bad.index('--crop') + 1] = '12'
     assert main(bad) != 0
     assert 'multiples of 8' in capsys.readouterr().err
+
+
+def test_fine_tuning_starts_from_given_weights(maps, tmp_path, capsys):
+    assert main(args(maps, tmp_path / 'a', 1)) == 0
+    tuned = args(maps, tmp_path / 'nocsf', 0) + ['--init', str(tmp_path / 'a' / 'last.pt')]
+    tuned[0] = 'strip-nocsf'
+    assert main(tuned) == 0  # zero steps: the exported weights are the initial ones
+    a = torch.load(tmp_path / 'a' / 'last.pt', weights_only=True)['model_state_dict']
+    b = torch.load(tmp_path / 'nocsf' / 'last.pt', weights_only=True)
+    assert b['synthbids']['task'] == 'strip-nocsf'
+    assert b['synthbids']['recipe']['init'].endswith('last.pt')
+    for key, value in a.items():
+        assert torch.equal(value, b['model_state_dict'][key])
