@@ -382,7 +382,15 @@ def resolve_models(models):
     """Resolve default weights now, so a missing file fails before anything runs."""
     from dataclasses import replace
 
-    from ..core.weights import resolve
+    from ..core.errors import WeightsError
+    from ..core.weights import resolve as _resolve
+
+    def resolve(kind, explicit=None):
+        try:
+            return _resolve(kind, explicit=explicit)
+        except WeightsError as err:  # name this command's option, not synthbids-strip's
+            option = '--strip-model' if kind.startswith('strip') else '--seg-model'
+            raise WeightsError(str(err).replace('with --model', f'with {option}')) from None
 
     strip = resolve('strip-nocsf' if models.no_csf else 'strip', explicit=models.strip_model)
     seg_path = models.seg_model
@@ -409,7 +417,7 @@ def run_participant(settings) -> int:
     from ..core.errors import OutputError
     from ..reports.subject import generate_reports
 
-    ex = settings.execution
+    ex, nipype = settings.execution, settings.nipype
     if ex.reports_only:
         subjects = ex.participant_label or _subjects_with_outputs(ex.output_dir)
         failed = generate_reports(ex.output_dir, subjects, ex.run_uuid, ex.work_dir)
@@ -427,6 +435,10 @@ def run_participant(settings) -> int:
     if not ex.skip_bids_validation:
         validate_selection(ex.bids_dir, images)
     models, weight_names = resolve_models(settings.models)
+    if nipype.gpu:  # fail now rather than in every network node
+        from ._common import choose_device
+
+        choose_device(True)
     from dataclasses import replace
 
     settings = replace(settings, models=models)

@@ -107,7 +107,7 @@ def test_missing_default_weights_fail_with_the_weights_message(bids_dataset, tmp
     code, _, err = run([bids_dataset, tmp_path / 'o', 'participant', '-w', tmp_path / 'w'], capsys)
     assert code == 66
     assert err.startswith('synthbids: error: no SynthStrip weights found')
-    assert 'synthbids-models fetch synthstrip' in err and '--model' in err
+    assert 'synthbids-models fetch synthstrip' in err and 'pass the file with --strip-model' in err
     assert not (tmp_path / 'o').exists()
 
 
@@ -124,7 +124,7 @@ def test_missing_seg_weights(bids_dataset, tmp_path, tiny_strip_ckpt, capsys):
         ],
         capsys,
     )
-    assert code == 66 and 'no SynthSeg 2.0 weights found' in err
+    assert code == 66 and 'no SynthSeg 2.0 weights found' in err and '--seg-model' in err
 
 
 def test_settings_and_their_toml(bids_dataset, tmp_path, tiny_strip_ckpt):
@@ -199,3 +199,26 @@ def test_group_without_outputs_exits_66(bids_dataset, tmp_path, capsys):
     (tmp_path / 'o').mkdir()
     code, _, err = run([bids_dataset, tmp_path / 'o', 'group'], capsys)
     assert code == 66 and 'no participant outputs found' in err
+
+
+def test_gpu_without_cuda_fails_before_running(bids_dataset, tmp_path, tiny_strip_ckpt, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip('a CUDA device is available here')
+    code, _, err = run(
+        [
+            bids_dataset,
+            tmp_path / 'o',
+            'participant',
+            '-w',
+            tmp_path / 'w',
+            '--strip-model',
+            tiny_strip_ckpt,
+            '--no-seg',
+            '--gpu',
+        ],
+        capsys,
+    )
+    assert code == 1 and '--gpu was given but no CUDA device is available' in err
+    assert not (tmp_path / 'w').exists()
