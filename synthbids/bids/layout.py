@@ -6,6 +6,7 @@ indexing the whole dataset; ``--bids-database-dir`` keeps the index between runs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -109,7 +110,12 @@ def _query_value(value):
 
 
 def index_dataset(bids_dir: Path, participants: Sequence[str], database_dir: Path | None):
-    """A pybids layout over ``bids_dir``, indexing only ``participants`` when given."""
+    """A pybids layout over ``bids_dir``, indexing only ``participants`` when given.
+
+    With ``database_dir`` the index is kept in a subfolder named after the dataset and the
+    participant selection: the next run with the same selection reuses it, and jobs with
+    different selections (a cluster array) never share, or lock, one SQLite file.
+    """
     from bids import BIDSLayout, BIDSLayoutIndexer
 
     ignore: list = ['code', 'stimuli', 'sourcedata', 'models', 'derivatives', re.compile(r'/\.')]
@@ -119,8 +125,12 @@ def index_dataset(bids_dir: Path, participants: Sequence[str], database_dir: Pat
     indexer = BIDSLayoutIndexer(validate=False, ignore=ignore, index_metadata=False)
     kwargs = {}
     if database_dir is not None:
-        database_dir.mkdir(parents=True, exist_ok=True)
-        kwargs['database_path'] = database_dir
+        key = hashlib.sha1(  # noqa: S324 - a folder name, not security
+            '\n'.join([str(Path(bids_dir).resolve()), *sorted(participants)]).encode()
+        ).hexdigest()[:12]
+        folder = Path(database_dir) / f'index-{key}'
+        folder.mkdir(parents=True, exist_ok=True)
+        kwargs['database_path'] = folder
     return BIDSLayout(str(bids_dir), validate=False, indexer=indexer, **kwargs)
 
 

@@ -83,8 +83,13 @@ def test_labels_sessions_and_filters(dataset, tmp_path):
 def test_a_database_folder_is_created_and_reused(dataset, tmp_path):
     db = tmp_path / 'db'
     first = collect_images(dataset, participant_label=['01'], database_dir=db)
-    assert any(db.iterdir())
+    (index,) = db.iterdir()
+    mtime = next(index.glob('*.sqlite')).stat().st_mtime_ns
     assert rels(collect_images(dataset, participant_label=['01'], database_dir=db)) == rels(first)
+    assert next(index.glob('*.sqlite')).stat().st_mtime_ns == mtime  # reused, not rebuilt
+    # another selection gets its own index (no stale subjects, no shared SQLite lock)
+    assert '02' in collect_images(dataset, participant_label=['02'], database_dir=db)
+    assert len(list(db.iterdir())) == 2
 
 
 def test_clear_errors_when_nothing_is_selected(dataset):
