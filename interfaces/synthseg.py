@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
+    Directory,
     File,
     SimpleInterface,
     TraitedSpec,
@@ -26,7 +27,12 @@ _MODELS: dict = {}
 
 class _SynthSegInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc='image to segment')
-    model = File(exists=True, desc='SynthSeg weights (default: the documented search)')
+    model = traits.Either(
+        File(exists=True),
+        Directory(exists=True),
+        desc='SynthSeg weights file, or a folder with the official file names '
+        '(default: the documented search)',
+    )
     robust = traits.Bool(False, usedefault=True, desc='robust cascade (clinical scans)')
     parc = traits.Bool(False, usedefault=True, desc='parcellate the cortex (Desikan-Killiany)')
     qc = traits.Bool(False, usedefault=True, desc='predict QC scores')
