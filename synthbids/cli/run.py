@@ -230,7 +230,12 @@ def build_settings(args):
     if not group:
         check_dataset(bids_dir)
     work_dir = Path(args.work_dir or Path.cwd() / 'work').expanduser().resolve()
-    check_locations(bids_dir, output_dir, work_dir, args.bids_database_dir)
+    check_locations(
+        bids_dir,
+        output_dir,
+        None if group else work_dir,  # the group level uses no work folder
+        None if group else args.bids_database_dir,
+    )
 
     nprocs = args.nprocs or _cpu_count()
     if nprocs < 1:
@@ -306,7 +311,7 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_locations(bids_dir: Path, output_dir: Path, work_dir: Path, database_dir) -> None:
+def check_locations(bids_dir: Path, output_dir: Path, work_dir: Path | None, database_dir) -> None:
     """Never write into the input dataset (its ``derivatives/`` folder excepted for outputs)."""
     from ..core.errors import OutputError
 
@@ -324,7 +329,7 @@ def check_locations(bids_dir: Path, output_dir: Path, work_dir: Path, database_d
         )
     if _inside(bids_dir, output_dir):
         raise OutputError(output_dir, 'the output folder contains the input dataset')
-    if _inside(work_dir, bids_dir):
+    if work_dir is not None and _inside(work_dir, bids_dir):
         raise OutputError(
             work_dir, 'the work folder is inside the input dataset (choose another with -w)'
         )
