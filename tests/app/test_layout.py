@@ -28,6 +28,7 @@ IMAGES = (
     'sub-02/ses-b/anat/sub-02_ses-b_T2starw.nii.gz',
     'sub-03/anat/sub-03_PDw.nii.gz',
     'sub-03/pet/sub-03_trc-FDG_pet.nii.gz',
+    'sub-03/ct/sub-03_ct.nii.gz',  # no CT datatype in BIDS 1.10 yet: indexed where present
 )
 
 
@@ -58,7 +59,11 @@ def test_every_anatomical_image_of_every_participant(dataset):
             'sub-02/ses-b/anat/sub-02_ses-b_T2w.nii.gz',
             'sub-02/ses-b/anat/sub-02_ses-b_T2starw.nii.gz',
         ],
-        '03': ['sub-03/anat/sub-03_PDw.nii.gz', 'sub-03/pet/sub-03_trc-FDG_pet.nii.gz'],
+        '03': [
+            'sub-03/anat/sub-03_PDw.nii.gz',
+            'sub-03/pet/sub-03_trc-FDG_pet.nii.gz',
+            'sub-03/ct/sub-03_ct.nii.gz',
+        ],
     }
 
 
@@ -101,7 +106,7 @@ def test_clear_errors_when_nothing_is_selected(dataset):
             dataset,
             participant_label=['03'],
             session_label=['zz'],
-            filters={'pdw': {'run': '7'}, 'pet': {'run': '7'}},
+            filters={'pdw': {'run': '7'}, 'pet': {'run': '7'}, 'ct': {'run': '7'}},
         )
 
 

@@ -119,3 +119,12 @@ def test_4d_images_are_stripped_but_not_segmented(tmp_path):
 def test_strip_model_must_be_resolved(subjects, tmp_path):
     with pytest.raises(ValueError, match='resolved weights file'):
         init_anat_wf(image=subjects['01'][0], output_dir=tmp_path, models=ModelSettings())
+
+
+def test_ct_images_are_segmented_as_ct(tmp_path):
+    root = write_dataset(tmp_path / 'bids', images=('sub-01/ct/sub-01_ct.nii.gz',))
+    (image,) = collect_images(root)['01']
+    wf = init_anat_wf(image=image, output_dir=tmp_path, models=models())
+    leaves = {k.rsplit('.', 1)[-1]: n for k, n in nodes_of(wf).items()}
+    assert leaves['seg'].inputs.ct is True
+    assert leaves['ds_mask'].inputs.source_file == 'sub-01/ct/sub-01_ct.nii.gz'
