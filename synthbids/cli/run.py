@@ -401,10 +401,16 @@ def resolve_models(models):
     seg_path = models.seg_model
     names = {'strip': f'{strip.name} (sha256 {strip.sha256[:12]})', 'seg': ''}
     if models.segment:
-        if seg_path is None or not Path(seg_path).is_dir():
-            seg = resolve('seg-robust' if models.robust else 'seg', explicit=seg_path)
+        kind = 'seg-robust' if models.robust else 'seg'
+        if seg_path is not None and Path(seg_path).is_dir():  # official names in a folder
+            from ..core.weights import official_entries
+
+            file = next(e.file for e in official_entries().values() if e.kind == kind)
+            seg = resolve(kind, explicit=Path(seg_path) / file)
+        else:
+            seg = resolve(kind, explicit=seg_path)
             seg_path = seg.path
-            names['seg'] = f'{seg.name} (sha256 {seg.sha256[:12]})'
+        names['seg'] = f'{seg.name} (sha256 {seg.sha256[:12]})'
         if models.seg_model is None:  # companion networks: found by the same search
             if models.parc:
                 resolve('seg-parc')

@@ -222,3 +222,24 @@ def test_gpu_without_cuda_fails_before_running(bids_dataset, tmp_path, tiny_stri
     )
     assert code == 1 and '--gpu was given but no CUDA device is available' in err
     assert not (tmp_path / 'w').exists()
+
+
+def test_seg_model_folder_must_hold_the_official_file(
+    bids_dataset, tmp_path, tiny_strip_ckpt, capsys
+):
+    (tmp_path / 'models').mkdir()
+    argv = [
+        bids_dataset,
+        tmp_path / 'o',
+        'participant',
+        '-w',
+        tmp_path / 'w',
+        '--strip-model',
+        tiny_strip_ckpt,
+        '--seg-model',
+        tmp_path / 'models',
+    ]
+    code, _, err = run(argv, capsys)
+    assert code == 66 and 'models/synthseg_2.0.h5: no such model file' in err
+    code, _, err = run([*argv, '--robust'], capsys)
+    assert code == 66 and 'synthseg_robust_2.0.h5: no such model file' in err
