@@ -44,6 +44,20 @@ class NetConfig:
         }
 
 
+def he_init(net: torch.nn.Module, slope: float = 0.2) -> torch.nn.Module:
+    """He initialisation for LeakyReLU(0.2) convolutions, zero biases.
+
+    PyTorch's default init shrinks activations by about half per convolution; through the
+    ~25 convolutions of a SynthStrip U-Net (no normalisation layers) the deep path then starts
+    dead and training stalls (the golden README observes the near-constant output).
+    """
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv3d):
+            torch.nn.init.kaiming_normal_(m.weight, a=slope, nonlinearity='leaky_relu')
+            torch.nn.init.zeros_(m.bias)
+    return net
+
+
 def soft_dice_loss(
     logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, eps: float = 1e-7
 ) -> torch.Tensor:
@@ -101,7 +115,7 @@ class StripTask(Task):
     context: int = 4
 
     def make_net(self) -> StripUNet:
-        return StripUNet(**self.net_config.strip_layout(1))
+        return he_init(StripUNet(**self.net_config.strip_layout(1)))
 
     def target(self, sample: Sample) -> torch.Tensor:
         return strip_target(
@@ -140,7 +154,7 @@ class StripTask(Task):
 @dataclass
 class HeadTask(Task):
     def make_net(self) -> StripUNet:
-        return StripUNet(**self.net_config.strip_layout(len(HEAD_CLASSES)))
+        return he_init(StripUNet(**self.net_config.strip_layout(len(HEAD_CLASSES))))
 
     def target(self, sample):
         return head_target(sample.indices, self.tables)[None]
