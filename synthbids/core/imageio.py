@@ -78,12 +78,13 @@ def check_extension(path: str | os.PathLike) -> str:
     return ext
 
 
-def load_volume(path: str | os.PathLike, max_dims: int = 4) -> Volume:
+def load_volume(path: str | os.PathLike, max_dims: int = 4, fdata: bool = False) -> Volume:
     """Read and validate an image: 3-D, or 4-D (frames) when ``max_dims`` is 4.
 
     Trailing singleton dimensions beyond the third are dropped. Raises InputError for a
     missing, unreadable, truncated or corrupt file, a 2-D image, too many dimensions, and
-    NaN or infinite voxels.
+    NaN or infinite voxels. With ``fdata`` the voxels are read as nibabel's ``get_fdata()``
+    (float64, intensity scaling applied in float64), as SynthSeg reads its inputs.
     """
     path = Path(path)
     check_extension(path)
@@ -95,7 +96,7 @@ def load_volume(path: str | os.PathLike, max_dims: int = 4) -> Volume:
         raise InputError(path, 'permission denied')
     try:
         img = nib.load(path)
-        data = np.asanyarray(img.dataobj)
+        data = img.get_fdata() if fdata else np.asanyarray(img.dataobj)
     except (EOFError, zlib.error) as err:
         raise InputError(path, f'file is truncated or corrupt ({err})') from None
     except MemoryError:
