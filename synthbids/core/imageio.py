@@ -191,6 +191,38 @@ def image_like(data: np.ndarray, reference: Volume, path: str | os.PathLike):
     return img
 
 
+def image_on_grid(data: np.ndarray, reference: Volume, affine: np.ndarray, path):
+    """Like :func:`image_like`, on another grid (``affine``, the shape of ``data``): the
+    reference header is kept for everything but the geometry, and qform, sform and pixdim
+    are all set from ``affine`` (codes kept; 1 where the reference had none), so they never
+    disagree. Used for outputs on SynthSeg's 1 mm grid."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if np.array_equal(affine, reference.affine) and data.shape[:3] == reference.shape[:3]:
+        return image_like(data, reference, path)
+    _, ext = split_ext(path)
+    if ext in ('.mgz', '.mgh'):
+        data = _mgh_compatible(data)
+        header = reference.header.copy() if reference.image_class is nib.MGHImage else None
+        if header is not None:
+            header.set_data_dtype(data.dtype)
+        return nib.MGHImage(data, affine, header=header)
+    if reference.image_class in (nib.Nifti1Image, nib.Nifti2Image):
+        cls, header = reference.image_class, reference.header.copy()
+        qcode, scode = int(header['qform_code']), int(header['sform_code'])
+        header.set_data_dtype(data.dtype)
+        header.set_slope_inter(None, None)
+    else:
+        cls, header, qcode, scode = nib.Nifti1Image, None, 1, 1
+    img = cls(data, affine, header=header)
+    if header is None:
+        img.header.set_xyzt_units('mm', 'sec')
+    if qcode == 0 and scode == 0:
+        qcode = scode = 1
+    img.set_qform(affine, code=qcode)
+    img.set_sform(affine, code=scode)
+    return img
+
+
 def _make_xforms_consistent(img) -> None:
     hdr = img.header
     qcode, scode = int(hdr['qform_code']), int(hdr['sform_code'])

@@ -205,7 +205,7 @@ def qc_crop(index_map: np.ndarray, size: int = QC_SHAPE) -> np.ndarray:
 def qc_scores(raw: np.ndarray) -> dict[str, float]:
     """The 8 scores (classes 1..8) clipped to [0, 1] and rounded to 4 decimals."""
     values = np.round(np.clip(np.asarray(raw, dtype=np.float32).reshape(-1)[1:], 0, 1), 4)
-    return {n: float(v) for n, v in zip(L.QC_NAMES[1:], values)}
+    return {n: round(float(v), 4) for n, v in zip(L.QC_NAMES[1:], values)}
 
 
 # --------------------------------------------------------------------------- parcellation
