@@ -235,8 +235,10 @@ class ParcellationSink:
         probs = probs.clone()
         probs[0] = (~cortex).to(probs.dtype)
         probs /= probs.sum(dim=0, keepdim=True)
-        values = probs.numpy()  # raster order within the slab, slabs in order (reference sums)
-        for c in range(values.shape[0]):
-            self.sums[c] = sequential_sum(values[c], self.sums[c])
+        # the reference's float32 sums run in raster order: within the slab, slab after slab
+        values = probs.numpy().reshape(probs.shape[0], -1)
+        self.sums = np.cumsum(
+            np.concatenate([self.sums[:, None], values], axis=1), axis=1, dtype=np.float32
+        )[:, -1]
         best = self.parc_labels[probs.argmax(dim=0)]
         seg[cortex] = best[cortex]
