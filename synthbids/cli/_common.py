@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -47,16 +48,26 @@ def choose_device(gpu: bool):
     return torch.device('cuda')
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised on SIGTERM (e.g. a batch system's time limit): unwinds like Ctrl-C, so that
+    staged outputs are deleted instead of being left half-written."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def run_main(prog: str, body: Callable[[], int], verbose: bool = False) -> int:
     """Run ``body``; turn known errors into ``prog: error: message`` and an exit code."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return body()
     except SynthbidsError as err:
         print(f'{prog}: error: {err}', file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print(f'{prog}: interrupted', file=sys.stderr)
-        return 130
+        return 143 if isinstance(err, Terminated) else 130
     except MemoryError:
         print(f'{prog}: error: out of memory', file=sys.stderr)
         return 1
@@ -70,6 +81,8 @@ def run_main(prog: str, body: Callable[[], int], verbose: bool = False) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def expand_outputs(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from .errors import InputError, WeightsError
 from .geometry import (
@@ -30,6 +31,7 @@ from .geometry import (
     reorient,
     resample_to,
     resize_grid,
+    sample_linear,
     sample_nearest,
 )
 from .imageio import Volume, load_volume, require_signal
@@ -48,6 +50,7 @@ class StripSettings:
     voxsize: float = 1.0
     min_shape: int = 192
     max_shape: int = 320
+    interp: str = 'nearest'  # 'linear': Gaussian anti-aliasing + trilinear (our 2 mm weights)
 
 
 @dataclass
@@ -141,7 +144,15 @@ def conform_frame(
     target = resize_grid(data.shape, affine, zooms, settings.voxsize)
     if target is not None:
         vox2vox = np.linalg.inv(affine) @ target.affine
-        data = sample_nearest(np.ascontiguousarray(data), vox2vox, target.shape, fill=0)
+        if settings.interp == 'linear':
+            factor = settings.voxsize / np.asarray(zooms, dtype=float)
+            sigma = np.where(factor > 1, 0.5 * factor, 0)
+            data = np.asarray(data, dtype=np.float32)
+            if sigma.any():
+                data = ndimage.gaussian_filter(data, sigma, mode='nearest')
+            data = sample_linear(data, vox2vox, target.shape, fill=0)
+        else:
+            data = sample_nearest(np.ascontiguousarray(data), vox2vox, target.shape, fill=0)
         affine = target.affine
     data = np.asarray(data, dtype=np.float32)
     data, affine = crop(data, affine, bbox_slices(data > 0))

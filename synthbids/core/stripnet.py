@@ -12,6 +12,7 @@ the 48-channel full-resolution tensor never exists at once: peak memory drops se
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 
@@ -114,64 +115,121 @@ class StripUNet(nn.Module):
     def predict(self, x: torch.Tensor, slab: int = 32) -> torch.Tensor:
         """Same values as ``forward`` (to float rounding), in less time and memory.
 
-        Runs in ``channels_last_3d`` layout (about 1.7x faster on CPU), and computes the two
-        full-resolution ends of the network (first encoder level; upsample + concatenate +
-        tail) in slabs of ``slab`` planes along the first spatial axis. Each slab reads one
-        extra plane per convolution on either side, so zero padding only ever happens at the
-        true volume border and the result equals the whole-volume computation.
+        * ``channels_last_3d`` layout (about 1.7x faster convolutions on CPU);
+        * every "nearest upsample x2, concatenate, convolve" is computed without building the
+          upsampled tensor: the convolution of an upsampled input equals, for each of the 8
+          output parities, a 2x2x2 convolution of the low-resolution input with summed taps
+          (:func:`phase_kernels`), which is 27/8 times less arithmetic for that part;
+        * the two full-resolution ends (first encoder level; tail) run in slabs of ``slab``
+          planes along the first spatial axis. A slab reads one extra plane per convolution on
+          either side, so zero padding only happens at the true border and the result equals
+          the whole-volume computation.
         """
-        cl = torch.channels_last_3d
-        x = x.contiguous(memory_format=cl)
-        skips = [self._in_slabs(list(self.encoder[0]), [x], slab)]
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        skips = [self._encoder_level0_in_slabs(x, slab)]
         x = F.max_pool3d(skips[0], 2)
         for level in self.encoder[1:]:
             for conv in level:
                 x = conv(x)
             skips.append(x)
             x = F.max_pool3d(x, 2)
-        for level in self.decoder[:-1]:
-            for conv in level:
-                x = conv(x)
-            x = F.interpolate(x, scale_factor=2, mode='nearest')
-            x = torch.cat([x, skips.pop()], dim=1)
-        for conv in self.decoder[-1]:
+        for conv in self.decoder[0]:
             x = conv(x)
-        skip = skips.pop()
-        out = self._in_slabs(list(self.remaining), [x, skip], slab, upsample_first=True)
-        return out.contiguous()
+        for level in self.decoder[1:]:
+            x = _upsample_concat_convs(x, skips.pop(), list(level))
+        return self._tail_in_slabs(x, skips.pop(), slab).contiguous()
 
-    @staticmethod
-    def _in_slabs(convs, inputs, slab: int, upsample_first: bool = False) -> torch.Tensor:
-        """Apply ``convs`` to ``cat(inputs)`` slab by slab along the first spatial axis.
+    def _encoder_level0_in_slabs(self, x: torch.Tensor, slab: int) -> torch.Tensor:
+        convs = list(self.encoder[0])
+        return _in_slabs(
+            x.shape[2],
+            slab,
+            len(convs),
+            convs[-1].conv.out_channels,
+            x,
+            lambda lo, hi: _run(convs, x[:, :, lo:hi]),
+        )
 
-        With ``upsample_first`` the first input is at half resolution and is upsampled
-        (nearest, x2) slab-wise before the concatenation, as the decoder does.
-        """
-        full = inputs[-1]
-        depth = full.shape[2]
-        halo = len(convs)
-        out_channels = convs[-1].conv.out_channels
-        out = torch.empty(
-            (full.shape[0], out_channels, *full.shape[2:]), dtype=full.dtype, device=full.device
-        ).contiguous(memory_format=torch.channels_last_3d)
-        for start in range(0, depth, slab):
-            stop = min(start + slab, depth)
-            lo, hi = max(start - halo, 0), min(stop + halo, depth)
-            parts = []
-            for i, t in enumerate(inputs):
-                if upsample_first and i == 0:
-                    t = t[:, :, lo // 2 : (hi + 1) // 2]
-                    t = F.interpolate(t, scale_factor=2, mode='nearest')
-                    first = lo - 2 * (lo // 2)
-                    parts.append(t[:, :, first : first + hi - lo])
-                else:
-                    parts.append(t[:, :, lo:hi])
-            y = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-            del parts
-            for conv in convs:
-                y = conv(y)
-            out[:, :, start:stop] = y[:, :, start - lo : start - lo + stop - start]
-        return out
+    def _tail_in_slabs(self, low: torch.Tensor, skip: torch.Tensor, slab: int) -> torch.Tensor:
+        convs = list(self.remaining)
+        return _in_slabs(
+            skip.shape[2],
+            slab,
+            len(convs),
+            convs[-1].conv.out_channels,
+            skip,
+            lambda lo, hi: _upsample_concat_convs(low, skip, convs, (lo, hi)),
+            even=True,
+        )
+
+
+def _run(convs, y: torch.Tensor) -> torch.Tensor:
+    for conv in convs:
+        y = conv(y)
+    return y
+
+
+def _in_slabs(depth, slab, halo, channels, like, compute, even=False) -> torch.Tensor:
+    """Assemble ``compute(lo, hi)`` (rows lo..hi of the first spatial axis, with a halo of
+    ``halo`` rows that are discarded) into a full output tensor."""
+    out = torch.empty(
+        (like.shape[0], channels, *like.shape[2:]), dtype=like.dtype, device=like.device
+    ).contiguous(memory_format=torch.channels_last_3d)
+    for start in range(0, depth, slab):
+        stop = min(start + slab, depth)
+        lo, hi = max(start - halo, 0), min(stop + halo, depth)
+        if even:  # keep half-resolution rows aligned
+            lo, hi = lo - lo % 2, min(hi + hi % 2, depth)
+        y = compute(lo, hi)
+        out[:, :, start:stop] = y[:, :, start - lo : stop - lo]
+    return out
+
+
+#: Per axis and output parity p, how the 3 taps of a convolution of a nearest-upsampled
+#: signal fold onto 2 taps of the low-resolution signal: p = 0 sees rows (i-1, i, i) and
+#: p = 1 sees (i, i, i+1).
+_FOLD = torch.tensor([[[1.0, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]])
+
+
+def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """(Cout, Cin, 3, 3, 3) kernels acting on an upsampled input -> (8 * Cout, Cin, 2, 2, 2)
+    kernels acting on the low-resolution input, one block of Cout per output parity."""
+    fold = _FOLD.to(weight)
+    k = torch.einsum('pai,qbj,rck,oxijk->pqroxabc', fold, fold, fold, weight)
+    return k.reshape(8 * weight.shape[0], weight.shape[1], 2, 2, 2)
+
+
+def _upsampled_conv(low: torch.Tensor, weight: torch.Tensor, rows=None) -> torch.Tensor:
+    """``conv3d(upsample_nearest_x2(low), weight, padding=1)`` (no bias) for full-resolution
+    rows ``rows`` (even bounds; default all), computed at low resolution."""
+    n = low.shape[2]
+    a, b = (0, n) if rows is None else (rows[0] // 2, rows[1] // 2)
+    part = low[:, :, max(a - 1, 0) : min(b + 1, n)]
+    part = F.pad(part, (1, 1, 1, 1, int(a == 0), int(b == n)))
+    phases = F.conv3d(part, phase_kernels(weight))
+    cout = weight.shape[0]
+    h, w = low.shape[3], low.shape[4]
+    out = torch.empty(
+        (low.shape[0], cout, 2 * (b - a), 2 * h, 2 * w), dtype=low.dtype, device=low.device
+    ).contiguous(memory_format=torch.channels_last_3d)
+    for index, (p, q, r) in enumerate(itertools.product((0, 1), repeat=3)):
+        block = phases[:, index * cout : (index + 1) * cout]
+        out[:, :, p::2, q::2, r::2] = block[:, :, p : p + b - a, q : q + h, r : r + w]
+    return out
+
+
+def _upsample_concat_convs(low, skip, convs, rows=None) -> torch.Tensor:
+    """``convs`` applied to ``cat([upsample(low), skip])`` (optionally for full-resolution
+    ``rows`` only), without materialising the upsampled or concatenated tensors."""
+    first = convs[0]
+    cy = low.shape[1]
+    weight, bias = first.conv.weight, first.conv.bias
+    part = skip if rows is None else skip[:, :, rows[0] : rows[1]]
+    y = F.conv3d(part, weight[:, cy:], bias, padding=1)
+    y += _upsampled_conv(low, weight[:, :cy], rows)
+    if not first.final:
+        y = F.leaky_relu(y, 0.2)
+    return _run(convs[1:], y)
 
 
 _KEY = re.compile(

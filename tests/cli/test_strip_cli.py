@@ -303,3 +303,39 @@ def test_read_only_output_folder(make_nifti, tiny_strip_ckpt):
     finally:
         outdir.chmod(0o755)
         shutil.rmtree(root)
+
+
+def test_sigterm_leaves_no_partial_files(make_nifti, tiny_strip_ckpt, tmp_path):
+    """A batch system's SIGTERM at any moment leaves complete outputs or none."""
+    import signal
+    import time
+
+    sources = [make_nifti(f'img{i}.nii.gz', shape=(90, 100, 80)) for i in range(6)]
+    outdir = tmp_path / 'out'
+    outdir.mkdir()
+    cmd = [
+        sys.executable,
+        '-m',
+        'synthbids.cli.strip',
+        '-i',
+        *map(str, sources),
+        '-o',
+        str(outdir),
+        '-m',
+        str(outdir),
+        '--model',
+        str(tiny_strip_ckpt),
+        '-t',
+        '1',
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # the model is loaded and the first image is being processed
+    assert line.startswith('Using')
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and 'interrupted' in err
+    names = listdir_all(outdir)
+    assert not [n for n in names if n.startswith('.') or 'partial' in n]
+    for name in names:
+        assert nib.load(outdir / name).get_fdata().shape == (90, 100, 80)

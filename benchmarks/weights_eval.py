@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Accuracy and CPU inference time of SynthStrip weights (default: the packaged ones).
+
+* Colin27: Dice of the brain mask against ``ch2bet`` (an automated BET extraction);
+* held-out label maps rendered as T1w, T2w, PDw, FLAIR, CT and PET at several resolutions:
+  Dice against the maps' brain masks, per contrast and per resolution.
+
+    python benchmarks/weights_eval.py                       # packaged default weights
+    python benchmarks/weights_eval.py --model runs/strip/best.pt --maps m17.nii.gz m18.nii.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / 'shared'
+HELD_OUT = [
+    SHARED / 'data/label_maps/training_seg_17.nii.gz',
+    SHARED / 'data/label_maps/training_seg_18.nii.gz',
+]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--model', type=Path, help='weights file (default: resolution order)')
+    p.add_argument('--no-csf', action='store_true')
+    p.add_argument('--maps', type=Path, nargs='*', default=HELD_OUT)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--quick', action='store_true', help='T1w/T2w/CT at 1 mm and 5 mm only')
+    p.add_argument('--out', type=Path, default=HERE / 'results')
+    args = p.parse_args(argv)
+
+    import torch
+
+    from synthbids.core.strip import load_strip_model
+    from synthbids.train.evaluate import (
+        default_acquisitions,
+        strip_on_colin27,
+        strip_on_synthetic,
+        summarize,
+    )
+
+    torch.set_num_threads(args.threads)
+    model = load_strip_model(args.model, no_csf=args.no_csf)
+    acqs = (
+        default_acquisitions(('T1w', 'T2w', 'CT'), ((1, 1, 1), (1, 1, 5)))
+        if args.quick
+        else default_acquisitions()
+    )
+    result = {
+        'weights': model.weights.as_dict(),
+        'threads': args.threads,
+        'date': time.strftime('%Y-%m-%d %H:%M'),
+    }
+    ch2 = Path('/usr/share/mricron/templates/ch2.nii.gz')
+    if ch2.exists():
+        result['colin27'] = strip_on_colin27(model, ch2, ch2.with_name('ch2bet.nii.gz'))
+        print('Colin27:', json.dumps(result['colin27']), flush=True)
+    maps = [m for m in args.maps if m.exists()]
+    if maps:
+        rows = strip_on_synthetic(model, maps, acqs, no_csf=args.no_csf)
+        result['synthetic'] = rows
+        result['by_contrast'] = summarize(rows, 'contrast')
+        result['by_resolution'] = summarize(rows, 'voxel_mm')
+        result['mean_dice'] = round(sum(r['dice'] for r in rows) / len(rows), 4)
+        result['mean_seconds'] = round(sum(r['seconds'] for r in rows) / len(rows), 2)
+        print('by contrast:', json.dumps(result['by_contrast']))
+        print('by resolution:', json.dumps(result['by_resolution']))
+        print(f'mean Dice {result["mean_dice"]}, {result["mean_seconds"]} s per image')
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f'weights-{time.strftime("%Y%m%d-%H%M%S")}.json'
+    path.write_text(json.dumps(result, indent=1))
+    print(f'saved {path}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

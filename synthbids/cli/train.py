@@ -1,0 +1,202 @@
+"""``synthbids-train``: train SynthStrip / SynthSeg / head-tissue networks from label maps.
+
+    synthbids-train strip --maps ../shared/data/label_maps --out runs/strip --steps 20000
+    synthbids-train strip --out runs/strip --steps 30000        # resume the same run longer
+    synthbids-train export runs/strip/best.pt synthbids/data/weights/synthbids_strip.pt
+
+The last ``--val-maps`` maps (sorted by name) are held out of training and used only for
+validation on synthetic images. Runs resume from ``OUT/state.pt`` automatically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .. import __version__
+from ._common import run_main, set_threads, setup_logging
+
+PROG = 'synthbids-train'
+TASKS = ('strip', 'strip-nocsf', 'head', 'seg')
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument('--version', action='version', version=f'{PROG} {__version__}')
+    sub = p.add_subparsers(dest='task', required=True, metavar='TASK')
+    for task in TASKS:
+        t = sub.add_parser(task, help=f'train a {task} network')
+        t.add_argument(
+            '--maps',
+            type=Path,
+            nargs='+',
+            help='label-map files or folders (default: those recorded in OUT)',
+        )
+        t.add_argument('--out', type=Path, required=True, help='run folder (resumable)')
+        t.add_argument('--steps', type=int, default=1000, help='total iterations')
+        t.add_argument(
+            '--val-maps',
+            type=int,
+            default=2,
+            help='number of maps held out for validation (default: 2)',
+        )
+        t.add_argument(
+            '--voxsize',
+            type=float,
+            default=2.0,
+            help='training resolution in mm (integer multiple of the maps)',
+        )
+        t.add_argument('--crop', type=int, nargs=3, default=[96, 96, 96], metavar='N')
+        t.add_argument('--features', type=int, default=8)
+        t.add_argument('--max-features', type=int, default=32)
+        t.add_argument('--levels', type=int, default=5, help='poolings (input multiple of 2^L)')
+        t.add_argument('--lr', type=float, default=1e-4)
+        t.add_argument('--warmup', type=int, default=0)
+        t.add_argument('--seed', type=int, default=0)
+        t.add_argument('--val-every', type=int, default=250)
+        t.add_argument('--val-samples', type=int, default=12)
+        t.add_argument('--save-every', type=int, default=50)
+        t.add_argument('--workers', type=int, default=0, help='data-generating processes')
+        t.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+        t.add_argument('-t', '--threads', type=int, help='CPU threads for training')
+        t.add_argument('--cache', type=Path, help='cache of downsampled maps (default: OUT)')
+        t.add_argument(
+            '--init',
+            type=Path,
+            metavar='WEIGHTS',
+            help='start a new run from these exported weights (fine-tuning)',
+        )
+        t.add_argument('-v', '--verbose', action='count', default=1)
+    e = sub.add_parser('export', help='copy deployable weights, optionally as float16')
+    e.add_argument('source', type=Path, help='best.pt or last.pt of a run')
+    e.add_argument('dest', type=Path)
+    e.add_argument('--half', action='store_true', help='store tensors as float16')
+    e.add_argument('-v', '--verbose', action='count', default=1)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if args.task == 'export':
+        return run_main(PROG, lambda: _export(args), verbose=args.verbose > 1)
+    return run_main(PROG, lambda: _train(args), verbose=args.verbose > 1)
+
+
+def _map_files(sources) -> list[Path]:
+    from ..core.errors import SynthbidsError
+
+    files = []
+    for src in sources:
+        src = Path(src)
+        if src.is_dir():
+            files += sorted(
+                p for p in src.iterdir() if p.name.endswith(('.nii.gz', '.nii', '.mgz'))
+            )
+        elif src.exists():
+            files.append(src)
+        else:
+            raise SynthbidsError(f'{src}: no such label map or folder')
+    if not files:
+        raise SynthbidsError('no label maps found')
+    return sorted(files, key=lambda p: p.name)
+
+
+def _train(args) -> int:
+    import torch
+
+    from ..core.errors import SynthbidsError
+    from ..synth.generator import GeneratorConfig, SynthGenerator
+    from ..synth.labelmaps import label_tables, load_label_maps
+    from ..train.loop import TrainConfig, train
+    from ..train.tasks import HeadTask, NetConfig, StripTask
+
+    recipe_path = args.out / 'run.json'
+    previous = json.loads(recipe_path.read_text()) if recipe_path.exists() else None
+    sources = args.maps or (previous and previous['maps'])
+    if not sources:
+        raise SynthbidsError('give --maps (no earlier run in the output folder)')
+    files = _map_files(sources)
+    if len(files) <= args.val_maps:
+        raise SynthbidsError(f'{len(files)} maps: need more than --val-maps {args.val_maps}')
+    train_files, val_files = files[: -args.val_maps or None], files[-args.val_maps :]
+    set_threads(args.threads)
+    device = torch.device(
+        'cuda'
+        if args.device == 'auto' and torch.cuda.is_available()
+        else 'cpu'
+        if args.device == 'auto'
+        else args.device
+    )
+    if args.task == 'seg':
+        raise SynthbidsError('seg training needs the SynthSeg network (not yet available)')
+    net = NetConfig(args.features, args.max_features, args.levels)
+    divisor = 2**args.levels
+    if any(c % divisor for c in args.crop):
+        raise SynthbidsError(
+            f'--crop sizes must be multiples of {divisor} for {args.levels} levels'
+        )
+    tables = label_tables()
+    task_cls = HeadTask if args.task == 'head' else StripTask
+    task = task_cls(name=args.task, tables=tables, voxsize=args.voxsize, net_config=net)
+    cache = args.cache or args.out / 'maps-cache'
+    gconf = GeneratorConfig.for_task(args.task, crop=tuple(args.crop), context=task.context)
+    generator = SynthGenerator(load_label_maps(train_files, args.voxsize, cache), gconf)
+    val_generator = SynthGenerator(load_label_maps(val_files, args.voxsize, cache), gconf)
+    recipe = {
+        'task': args.task,
+        'maps': [str(p) for p in files],
+        'train_maps': [p.name for p in train_files],
+        'val_maps': [p.name for p in val_files],
+        'voxsize': args.voxsize,
+        'crop': list(args.crop),
+        'net': vars(net),
+        'lr': args.lr,
+        'seed': args.seed,
+        'generator': vars(gconf),
+        'version': __version__,
+    }
+    config = TrainConfig(
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        val_every=args.val_every,
+        save_every=args.save_every,
+        val_samples=args.val_samples,
+        warmup=args.warmup,
+        workers=args.workers,
+        init=args.init,
+    )
+    if args.init:
+        recipe['init'] = str(args.init)
+    print(
+        f'{PROG}: {args.task} on {device}, {len(train_files)} training maps, '
+        f'{len(val_files)} held out ({", ".join(p.name for p in val_files)})',
+        flush=True,
+    )
+    result = train(task, generator, val_generator, args.out, config, device, recipe)
+    print(f'{PROG}: stopped at step {result["step"]}, best validation {result["best"]}')
+    return 0
+
+
+def _export(args) -> int:
+    import torch
+
+    from ..core.errors import WeightsError
+
+    ckpt = torch.load(args.source, map_location='cpu', weights_only=True)
+    if 'model_state_dict' not in ckpt:
+        raise WeightsError('not an exported checkpoint (no model_state_dict)', args.source)
+    state = ckpt['model_state_dict']
+    if args.half:
+        state = {k: v.half() for k, v in state.items()}
+    args.dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'model_state_dict': state, 'synthbids': ckpt.get('synthbids', {})}, args.dest)
+    print(f'{args.dest}: {args.dest.stat().st_size / 1e6:.2f} MB')
+    return 0
+
+
+if __name__ == '__main__':  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Synth training: the generative model of random-contrast images and its targets."""

@@ -1,0 +1,314 @@
+"""The Synth generator: random-contrast, random-resolution training images from label maps.
+
+One call of :meth:`SynthGenerator.sample` follows SynthSeg's generative model
+(``SPEC-synth.md`` §3.2) with SynthStrip's additions for "any image":
+
+1. pick a label map; random affine + diffeomorphic elastic deformation; random crop;
+2. left-right flip (p = 0.5) swapping left and right labels;
+3. intensities: a Gaussian mixture with one random class per label (MRI-like, any contrast),
+   or tissue-based CT-like (Hounsfield units, random window) or PET-like (smooth uptake)
+   profiles;
+4. smooth multiplicative bias field, min-max normalisation and a random gamma;
+5. random acquisition resolution: slice-thickness blur, nearest downsampling, trilinear
+   upsampling; additive noise; partial field of view (a half-space blanked out);
+6. the inference normalisation (minus minimum, over the 99th percentile, clipped to [0, 1]).
+
+Everything runs in torch on the device of the label maps (GPU when available) and is fully
+determined by the ``torch.Generator`` passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from .labelmaps import TISSUE_TYPES, LabelMap, LabelTables, label_tables
+from .spatial import (
+    integrate_svf,
+    random_affine,
+    random_velocity,
+    sample_nearest,
+    source_coordinates,
+)
+
+
+@dataclass
+class GeneratorConfig:
+    """Ranges of the random draws. Lengths in mm unless stated; defaults from SynthSeg."""
+
+    crop: tuple[int, int, int] = (96, 96, 96)  # output shape, voxels of the map grid
+    rotation_deg: float = 15.0
+    scaling: float = 0.2
+    shear: float = 0.012
+    elastic_std_mm: float = 4.0
+    elastic_control: int = 11
+    flip: float = 0.5
+    mean_range: tuple[float, float] = (0.0, 250.0)
+    std_range: tuple[float, float] = (0.0, 30.0)
+    background_zero: float = 0.05
+    background_dark: float = 0.25
+    bias: float = 0.95
+    bias_std: float = 0.7
+    gamma_std: float = 0.5
+    resolution_keep: float = 0.05
+    resolution_iso: float = 0.10
+    max_res_iso: float = 4.0
+    max_res_aniso: float = 8.0
+    noise: float = 0.5
+    noise_max: float = 0.05
+    ct: float = 0.10
+    pet: float = 0.05
+    partial_fov: float = 0.0
+    crop_margin: float = 0.1  # fraction of the crop allowed outside the map on each side
+    context: int = 0  # extra label voxels around the crop, for exact distance targets
+
+    @classmethod
+    def for_task(cls, task: str, **overrides) -> GeneratorConfig:
+        """SynthStrip tasks see partial fields of view and more CT/PET; SynthSeg does not."""
+        base = {'partial_fov': 0.25, 'ct': 0.1, 'pet': 0.07} if task.startswith('strip') else {}
+        return cls(**{**base, **overrides})
+
+
+@dataclass
+class Sample:
+    """One training example on the output crop grid."""
+
+    image: torch.Tensor  # (1, 1, X, Y, Z) float32 in [0, 1], normalised as at inference
+    indices: torch.Tensor  # (X, Y, Z) generation-label indices (after the flip)
+    valid: torch.Tensor  # (X, Y, Z) bool: inside the simulated field of view
+    context: torch.Tensor  # indices on the crop grown by ``config.context`` voxels per side
+    info: dict = field(default_factory=dict)
+
+
+class SynthGenerator:
+    """Draws training samples from label maps (kept on ``device``)."""
+
+    def __init__(
+        self,
+        maps: list[LabelMap],
+        config: GeneratorConfig | None = None,
+        device: str | torch.device = 'cpu',
+    ):
+        if not maps:
+            raise ValueError('no label maps given')
+        self.config = config or GeneratorConfig()
+        self.device = torch.device(device)
+        self.tables: LabelTables = label_tables()
+        self.voxsize = maps[0].voxsize
+        self.names = [m.name for m in maps]
+        self.maps = [torch.as_tensor(m.indices.astype('int64'), device=self.device) for m in maps]
+        t = self.tables
+        self._flip = torch.as_tensor(t.flip, device=self.device)
+        self._gauss = torch.as_tensor(t.gaussian_class, device=self.device)
+        self._tissue = torch.as_tensor(t.tissue, device=self.device)
+
+    # ------------------------------------------------------------------ draws
+    def _u(self, gen, lo=0.0, hi=1.0, n=()):
+        return lo + (hi - lo) * torch.rand(n, generator=gen, device=self.device)
+
+    def _p(self, gen, p: float) -> bool:
+        return bool(self._u(gen) < p)
+
+    def sample(self, gen: torch.Generator, map_index: int | None = None) -> Sample:
+        cfg = self.config
+        if map_index is None:
+            map_index = int(torch.randint(len(self.maps), (1,), generator=gen, device=self.device))
+        context = self._deform(gen, self.maps[map_index])
+        flipped = self._p(gen, cfg.flip)
+        if flipped:
+            context = self._flip[context.flip(0)]
+        m = cfg.context
+        labels = context[m:-m, m:-m, m:-m] if m else context
+        draw = self._u(gen)
+        if draw < cfg.ct:
+            image, kind = self._ct(gen, labels), 'ct'
+        elif draw < cfg.ct + cfg.pet:
+            image, kind = self._pet(gen, labels), 'pet'
+        else:
+            image, kind = self._mri(gen, labels), 'mri'
+        image, res = self._resolution(gen, image, blur_min=2.0 if kind == 'pet' else 0.0)
+        if self._p(gen, cfg.noise):
+            image = image + self._u(gen, 0, cfg.noise_max) * torch.randn(
+                image.shape, generator=gen, device=self.device
+            )
+        image = image.clamp_min(0)
+        valid = torch.ones_like(labels, dtype=torch.bool)
+        if self._p(gen, cfg.partial_fov):
+            valid = self._half_space(gen, labels.shape)
+            image = image * valid
+        image = normalize_like_inference(image)
+        info = {
+            'map': self.names[map_index],
+            'flipped': flipped,
+            'kind': kind,
+            'resolution_mm': [round(float(r), 2) for r in res],
+        }
+        return Sample(image[None, None], labels, valid, context, info)
+
+    # ------------------------------------------------------------------ spatial
+    def _deform(self, gen, volume: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        shape = volume.shape
+        linear = random_affine(gen, cfg.rotation_deg, cfg.scaling, cfg.shear, self.device)
+        velocity = random_velocity(
+            gen, shape, cfg.elastic_std_mm / self.voxsize, cfg.elastic_control, self.device
+        )
+        displacement = integrate_svf(velocity)
+        crop = torch.tensor(cfg.crop, dtype=torch.float32, device=self.device)
+        size = torch.tensor(shape, dtype=torch.float32, device=self.device)
+        margin = cfg.crop_margin * crop
+        lo = torch.minimum(-margin, size - crop + margin)
+        hi = torch.maximum(size - crop + margin, -margin)
+        offset = torch.floor(lo + (hi - lo) * self._u(gen, n=(3,))) - cfg.context
+        out_shape = tuple(c + 2 * cfg.context for c in cfg.crop)
+        coords = source_coordinates(out_shape, offset, shape, linear, displacement)
+        return sample_nearest(volume, coords[0])
+
+    def _half_space(self, gen, shape) -> torch.Tensor:
+        """Voxels on one side of a random axis-aligned plane through the central 60 %."""
+        axis = int(torch.randint(3, (1,), generator=gen, device=self.device))
+        cut = int(shape[axis] * float(self._u(gen, 0.2, 0.8)))
+        keep = torch.zeros(shape, dtype=torch.bool, device=self.device)
+        index = [slice(None)] * 3
+        index[axis] = slice(cut, None) if self._p(gen, 0.5) else slice(0, cut)
+        keep[tuple(index)] = True
+        return keep
+
+    # ------------------------------------------------------------------ intensities
+    def _mri(self, gen, labels) -> torch.Tensor:
+        cfg = self.config
+        n = self.tables.n_classes
+        means = self._u(gen, *cfg.mean_range, n=(n,))
+        stds = self._u(gen, *cfg.std_range, n=(n,))
+        bg = int(self._gauss[0])
+        draw = self._u(gen)
+        if draw < cfg.background_zero:
+            means[bg], stds[bg] = 0.0, 0.0
+        elif draw < cfg.background_zero + cfg.background_dark:
+            means[bg], stds[bg] = self._u(gen, 0, 15), self._u(gen, 0, 5)
+        cls = self._gauss[labels]
+        image = means[cls] + stds[cls] * torch.randn(
+            labels.shape, generator=gen, device=self.device
+        )
+        if self._p(gen, cfg.bias):
+            image = image * self._bias_field(gen, labels.shape)
+        image = image.clamp(0, 300)
+        image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-6)
+        gamma = torch.exp(cfg.gamma_std * torch.randn(1, generator=gen, device=self.device))
+        return image.clamp_min(0) ** gamma
+
+    def _tissue_values(self, gen, table: dict[str, tuple[float, float]]) -> torch.Tensor:
+        values = torch.stack([self._u(gen, *table[name]) for name in TISSUE_TYPES])
+        return values
+
+    def _ct(self, gen, labels) -> torch.Tensor:
+        hu = {
+            'background': (-1010, -950),
+            'gm': (34, 46),
+            'wm': (20, 32),
+            'deep_gm': (30, 42),
+            'csf': (0, 15),
+            'bone': (400, 1800),
+            'skin': (20, 60),
+            'soft': (20, 60),
+            'fat': (-120, -60),
+            'eye': (5, 25),
+            'vessel': (30, 70),
+        }
+        if self._p(gen, 0.3):  # contrast-enhanced vessels
+            hu['vessel'] = (120, 300)
+        values = self._tissue_values(gen, hu)
+        tissue = self._tissue[labels]
+        image = values[tissue] + self._u(gen, 2, 15) * torch.randn(
+            labels.shape, generator=gen, device=self.device
+        )
+        windows = [(0.0, 80.0), (-100.0, 300.0), (-1000.0, 2000.0), (-200.0, 1500.0)]
+        lo, hi = windows[int(torch.randint(len(windows), (1,), generator=gen, device=self.device))]
+        return ((image.clamp(lo, hi) - lo) / (hi - lo)).clamp(0, 1)
+
+    def _pet(self, gen, labels) -> torch.Tensor:
+        uptake = {
+            'background': (0.0, 0.02),
+            'gm': (0.8, 1.0),
+            'wm': (0.2, 0.45),
+            'deep_gm': (0.6, 1.0),
+            'csf': (0.0, 0.1),
+            'bone': (0.02, 0.1),
+            'skin': (0.05, 0.2),
+            'soft': (0.05, 0.25),
+            'fat': (0.02, 0.1),
+            'eye': (0.1, 0.3),
+            'vessel': (0.2, 0.6),
+        }
+        values = self._tissue_values(gen, uptake)
+        image = values[self._tissue[labels]]
+        image = image * (1 + 0.2 * torch.randn(labels.shape, generator=gen, device=self.device))
+        return image.clamp_min(0) / image.max().clamp_min(1e-6)
+
+    def _bias_field(self, gen, shape) -> torch.Tensor:
+        std = self._u(gen, 0, self.config.bias_std)
+        coarse = torch.randn((1, 1, 4, 4, 4), generator=gen, device=self.device) * std
+        field = F.interpolate(coarse, size=tuple(shape), mode='trilinear', align_corners=True)
+        return torch.exp(field[0, 0])
+
+    # ------------------------------------------------------------------ resolution
+    def _resolution(self, gen, image, blur_min=0.0):
+        """Simulate an acquisition at a random resolution (mm) and slice thickness."""
+        cfg = self.config
+        draw = self._u(gen)
+        if draw < cfg.resolution_keep:
+            res = torch.ones(3, device=self.device)
+        elif draw < cfg.resolution_keep + cfg.resolution_iso:
+            res = self._u(gen, 1, cfg.max_res_iso, n=(3,))
+        else:
+            res = torch.ones(3, device=self.device)
+            axis = int(torch.randint(3, (1,), generator=gen, device=self.device))
+            res[axis] = self._u(gen, 1, cfg.max_res_aniso)
+        if blur_min:  # PET: always low resolution and smooth
+            res = torch.maximum(res, self._u(gen, 3.5, 6.0) * torch.ones(3, device=self.device))
+        thickness = 1 + (res - 1) * self._u(gen, n=(3,))
+        sigma_mm = 0.75 * thickness * self._u(gen, 1 / 1.03, 1.03, n=(3,))
+        sigma_mm = torch.maximum(sigma_mm, torch.full_like(sigma_mm, blur_min))
+        # the map grid already has voxsize resolution: blur only what exceeds it
+        sigma = torch.sqrt(torch.clamp(sigma_mm**2 - (0.75 * self.voxsize) ** 2, min=0))
+        sigma = sigma / self.voxsize
+        x = gaussian_blur(image[None, None], sigma)
+        factor = torch.clamp(res / self.voxsize, min=1.0)
+        if bool((factor > 1.01).any()):
+            low = [max(1, int(n / float(f))) for n, f in zip(image.shape, factor)]
+            x = F.interpolate(x, size=low, mode='nearest')
+            x = F.interpolate(x, size=tuple(image.shape), mode='trilinear', align_corners=True)
+        return x[0, 0], res
+
+
+def gaussian_blur(x: torch.Tensor, sigma) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, X, Y, Z) with per-axis sigma (voxels; 0 = none)."""
+    for axis, s in enumerate(sigma):
+        s = float(s)
+        if s < 0.1:
+            continue
+        radius = max(1, int(math.ceil(3 * s)))
+        t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+        k = torch.exp(-0.5 * (t / s) ** 2)
+        k = k / k.sum()
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = k.numel()
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        x = F.conv3d(F.pad(x, pad, mode='replicate'), k.reshape(shape))
+    return x
+
+
+def normalize_like_inference(image: torch.Tensor) -> torch.Tensor:
+    """The SynthStrip input normalisation: minus the minimum, over the 99th percentile,
+    clipped to [0, 1] (also a sensible range for SynthSeg's [0, 1] rescaling)."""
+    image = image - image.min()
+    flat = image.reshape(-1)
+    k = max(1, int(round(0.99 * (flat.numel() - 1))) + 1)
+    p99 = flat.kthvalue(k).values
+    if float(p99) <= 0:
+        p99 = flat.max().clamp_min(1e-6)
+    return (image / p99).clamp(0, 1)

@@ -1,0 +1,124 @@
+"""Model cards: what a packaged weights file is, how it was trained and how well it does.
+
+The card is generated from the checkpoint's own ``'synthbids'`` metadata (task, recipe,
+iterations, validation) and an evaluation result of ``benchmarks/weights_eval.py``, so the
+numbers in it are the measured ones.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+GOALS = {
+    'strip': 'Dice >= 0.97 against the true brain mask on real heads of every contrast',
+    'strip-nocsf': 'Dice >= 0.97 against the true no-CSF brain mask on real heads',
+    'seg': 'mean Dice >= 0.85 over the 32 foreground labels',
+}
+
+
+def _table(mapping: dict, key: str, value: str) -> str:
+    lines = [f'| {key} | {value} |', '| --- | ---: |']
+    lines += [f'| {k} | {v:.3f} |' for k, v in mapping.items()]
+    return '\n'.join(lines)
+
+
+def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
+    ckpt = torch.load(weights, map_location='cpu', weights_only=True)
+    meta = ckpt.get('synthbids', {})
+    recipe = meta.get('recipe', {})
+    params = sum(t.numel() for t in ckpt['model_state_dict'].values())
+    dtype = next(iter(ckpt['model_state_dict'].values())).dtype
+    task = meta.get('task', '?')
+    net = meta.get('net', {})
+    gen = recipe.get('generator', {})
+    lines = [
+        f'# Model card: `{weights.name}` ({name})',
+        '',
+        f'* **Task**: {task} — trained by synthbids with `synthbids-train {task}`.',
+        f'* **SHA-256**: `{sha256}`; {weights.stat().st_size / 1e6:.2f} MB, {params:,} '
+        f'parameters stored as {str(dtype).replace("torch.", "")}.',
+        f'* **Architecture**: SynthStrip U-Net layout (official key names), {net.get("levels")} '
+        f'poolings, {net.get("features")} features doubling to {net.get("max_features")}.',
+        f'* **Inference grid**: {json.dumps(meta.get("conform", {}))}.',
+        f'* **Iterations**: {meta.get("iterations")} (batch 1, crops of '
+        f'{recipe.get("crop")} voxels at {recipe.get("voxsize")} mm), Adam, '
+        f'lr {recipe.get("lr")}.',
+        '',
+        '## Data',
+        '',
+        'Synthetic images drawn by the synthbids generator from '
+        f'{len(recipe.get("train_maps", []))} whole-head label maps of the SynthSeg '
+        'repository (Apache-2.0): '
+        f'{", ".join(recipe.get("train_maps", []))}. Held out for validation and evaluation: '
+        f'{", ".join(recipe.get("val_maps", []))}. No real image was used for training.',
+        '',
+        'Generator settings: random affine (rotation ±'
+        f'{gen.get("rotation_deg")}°, scaling ±{gen.get("scaling")}), elastic deformation '
+        f'(σ ≤ {gen.get("elastic_std_mm")} mm), Gaussian-mixture contrasts (means '
+        f'{gen.get("mean_range")}, SDs {gen.get("std_range")}), CT-like p={gen.get("ct")}, '
+        f'PET-like p={gen.get("pet")}, bias field p={gen.get("bias")}, gamma, random '
+        f'resolution up to {gen.get("max_res_aniso")} mm slices, noise, partial field of view '
+        f'p={gen.get("partial_fov")}.',
+        '',
+        '## Measured accuracy',
+        '',
+    ]
+    val = meta.get('validation') or {}
+    if val:
+        lines += [
+            'Validation on synthetic images of the held-out maps (random contrasts), at '
+            'the saved iteration: '
+            + ', '.join(f'{k} {v:.3f}' for k, v in val.items() if not k.startswith('dice_'))
+            + '.',
+            '',
+        ]
+    if 'colin27' in evaluation:
+        c = evaluation['colin27']
+        lines += [
+            f'**Colin27** (real T1w, 1 mm): Dice {c["dice_vs_ch2bet"]:.3f} against '
+            f'`ch2bet` (an automated BET extraction, itself imperfect); mask '
+            f'{c["mask_ml"]} mL vs {c["reference_ml"]} mL; {c["seconds"]} s on CPU.',
+            '',
+        ]
+    if 'by_contrast' in evaluation:
+        lines += [
+            'Held-out maps rendered as named contrasts and resolutions, whole inference '
+            'pipeline, Dice against the true mask:',
+            '',
+            _table(evaluation['by_contrast'], 'contrast', 'mean Dice'),
+            '',
+            _table(evaluation['by_resolution'], 'voxel size (mm)', 'mean Dice'),
+            '',
+            f'Mean Dice {evaluation["mean_dice"]:.3f} over {len(evaluation["synthetic"])} '
+            f'images; {evaluation["mean_seconds"]} s per image (CPU, '
+            f'{evaluation.get("threads")} threads).',
+            '',
+        ]
+    if 'seg_by_label' in evaluation:
+        lines += [
+            'Segmentation Dice per label on the same synthetic images:',
+            '',
+            _table(evaluation['seg_by_label'], 'label', 'mean Dice'),
+            '',
+        ]
+    goal = GOALS.get(task.split('-')[0] if task == 'seg' else task)
+    if goal:
+        lines += [
+            '## Distance to the goals',
+            '',
+            f'Project goal: {goal}.',
+            evaluation.get('gap', 'See the closing note of the training issue.'),
+            '',
+        ]
+    lines += [
+        '## Use',
+        '',
+        'These weights are found automatically when no other weights are '
+        'available (see `docs/weights.md`); pass official weights with `--model` for '
+        'FreeSurfer-identical results.',
+        '',
+    ]
+    return '\n'.join(lines)

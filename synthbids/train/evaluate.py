@@ -1,0 +1,117 @@
+"""Accuracy of trained weights, measured the way users run them (whole inference pipeline).
+
+* ``strip_on_synthetic``: held-out label maps rendered as named contrasts (T1w, T2w, PDw,
+  FLAIR, CT, PET) and resolutions, skull-stripped with :func:`synthbids.core.strip.strip`,
+  Dice against the map's brain mask on the acquisition grid;
+* ``strip_on_colin27``: Dice of the mask of Colin27 against ``ch2bet`` (an automated BET
+  extraction, itself imperfect);
+* ``seg_on_synthetic``: per-label Dice of a segmentation against the map's 33 labels.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..core.imageio import Volume, load_volume
+from ..synth.contrasts import CONTRASTS, Acquisition, render, sample_like
+from ..synth.labelmaps import label_tables, to_indices
+
+DEFAULT_RESOLUTIONS = ((1, 1, 1), (1, 1, 5), (3, 3, 3), (5, 1, 1))
+
+
+def default_acquisitions(contrasts=CONTRASTS, resolutions=DEFAULT_RESOLUTIONS):
+    out = []
+    for contrast in contrasts:
+        for res in resolutions:
+            if contrast == 'PET' and max(res) < 3:
+                continue  # PET is never acquired at 1 mm
+            out.append(Acquisition(contrast, tuple(float(r) for r in res)))
+    return out
+
+
+def load_map_1mm(path: str | Path) -> np.ndarray:
+    """A label map as generation indices in LIA orientation at its native 1 mm."""
+    canon = nib.as_closest_canonical(nib.load(path))
+    data = np.asanyarray(canon.dataobj)
+    lia = np.flip(np.transpose(data, (0, 2, 1)), axis=(0, 1))
+    return np.ascontiguousarray(to_indices(lia, path))
+
+
+def as_volume(image: np.ndarray, affine: np.ndarray, name: str) -> Volume:
+    img = nib.Nifti1Image(image, affine)
+    img.header.set_xyzt_units('mm')
+    return Volume(
+        path=Path(name),
+        data=image,
+        affine=affine,
+        zooms=np.asarray(img.header.get_zooms()[:3], dtype=np.float64),
+        header=img.header,
+        image_class=nib.Nifti1Image,
+    )
+
+
+def dice(a, b) -> float:
+    total = a.sum() + b.sum()
+    return float(2 * np.logical_and(a, b).sum() / total) if total else 1.0
+
+
+def strip_on_synthetic(
+    model, map_files, acquisitions=None, border: float = 1.0, no_csf: bool = False
+) -> list[dict]:
+    from ..core.strip import strip
+
+    tables = label_tables()
+    lut = tables.brain_no_csf if no_csf else tables.brain
+    rows = []
+    for path in map_files:
+        indices = load_map_1mm(path)
+        truth = lut[indices]
+        for k, acq in enumerate(acquisitions or default_acquisitions()):
+            image, affine = render(indices, acq, seed=k)
+            start = time.perf_counter()
+            result = strip(
+                as_volume(image, affine, f'{Path(path).name}:{acq.name}'), model, border=border
+            )
+            rows.append(
+                {
+                    'map': Path(path).name,
+                    'contrast': acq.contrast,
+                    'voxel_mm': list(acq.voxel_mm),
+                    'dice': round(dice(result.mask, sample_like(truth, acq)), 4),
+                    'seconds': round(time.perf_counter() - start, 2),
+                }
+            )
+    return rows
+
+
+def strip_on_colin27(model, image: str | Path, reference: str | Path, border: float = 1.0) -> dict:
+    from ..core.strip import strip
+
+    start = time.perf_counter()
+    result = strip(load_volume(image), model, border=border)
+    seconds = time.perf_counter() - start
+    ref = np.asanyarray(nib.load(reference).dataobj) > 0
+    return {
+        'dice_vs_ch2bet': round(dice(result.mask, ref), 4),
+        'mask_ml': round(
+            float(result.mask.sum())
+            * float(np.prod(nib.load(image).header.get_zooms()[:3]))
+            / 1000,
+            1,
+        ),
+        'reference_ml': round(float(ref.sum()) / 1000, 1),
+        'seconds': round(seconds, 2),
+    }
+
+
+def summarize(rows: list[dict], key: str = 'contrast') -> dict[str, float]:
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        groups.setdefault(
+            row[key] if key != 'voxel_mm' else 'x'.join(f'{v:g}' for v in row[key]), []
+        ).append(row['dice'])
+    return {k: round(float(np.mean(v)), 4) for k, v in groups.items()}

@@ -1,0 +1,234 @@
+"""The training loop: resumable, logged, validated on held-out label maps.
+
+A run folder holds ``state.pt`` (network, optimiser, step, RNG state: resuming continues the
+exact sample sequence), ``history.tsv`` (losses and validation metrics), ``best.pt`` and
+``last.pt`` (exported weights in the format every loader reads) and ``run.json`` (the recipe).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..synth.generator import SynthGenerator
+from .tasks import Task, brain_weight
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    lr: float = 1e-4
+    seed: int = 0
+    val_every: int = 250
+    save_every: int = 50
+    log_every: int = 10
+    val_samples: int = 12
+    warmup: int = 0  # steps of linear learning-rate warm-up
+    workers: int = 0  # background processes generating samples
+    init: Path | None = None  # exported weights to start a new run from
+
+
+class Progress:
+    """A one-line progress bar on terminals, periodic log lines elsewhere."""
+
+    def __init__(self, total: int, start: int, every: int):
+        self.total, self.start, self.every = total, start, every
+        self.t0 = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, step: int, text: str) -> None:
+        done = step - self.start
+        rate = done / max(time.perf_counter() - self.t0, 1e-9)
+        eta = (self.total - step) / rate if rate else math.inf
+        line = (
+            f'step {step}/{self.total} ({100 * step / self.total:5.1f} %) {text} '
+            f'{rate:.2f} it/s, ETA {_hms(eta)}'
+        )
+        if self.tty:
+            print('\r' + line.ljust(110), end='', file=sys.stderr, flush=True)
+        elif step % self.every == 0 or step == self.total:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _hms(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return '?'
+    seconds = int(seconds)
+    return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+def sample_seed(seed: int, step: int) -> int:
+    """Seed of the sample used at ``step``: the sequence does not depend on how many data
+    workers produce it, and a resumed run continues it exactly."""
+    return (seed * 1_000_003 + step * 7919 + 17) % (2**63 - 1)
+
+
+class SampleStream(torch.utils.data.IterableDataset):
+    """Training batches for steps ``start, start + 1, ...`` (split across data workers)."""
+
+    def __init__(self, task: Task, generator: SynthGenerator, seed: int, start: int):
+        self.task, self.generator, self.seed, self.start = task, generator, seed, start
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        if info is not None:
+            torch.set_num_threads(1)
+        step = self.start + worker
+        while True:
+            gen = torch.Generator(device=self.generator.device)
+            gen.manual_seed(sample_seed(self.seed, step))
+            sample = self.generator.sample(gen)
+            yield sample.image[0], self.task.target(sample)[0], brain_weight(sample)[0]
+            step += workers
+
+
+def validation_set(task: Task, generator: SynthGenerator, n: int, seed: int = 12345):
+    """Fixed synthetic samples (contrast, resolution, deformation) of the held-out maps."""
+    gen = torch.Generator(device=generator.device).manual_seed(seed)
+    out = []
+    for i in range(n):
+        sample = generator.sample(gen, map_index=i % len(generator.maps))
+        out.append((sample.image, task.target(sample), brain_weight(sample), sample.info))
+    return out
+
+
+@torch.no_grad()
+def validate(task: Task, net, samples, device) -> dict[str, float]:
+    net.eval()
+    scores: dict[str, list[float]] = {}
+    for x, target, weight, _ in samples:
+        pred = net(x.to(device).contiguous(memory_format=torch.channels_last_3d))
+        for k, v in task.metrics(pred, target.to(device), weight.to(device)).items():
+            scores.setdefault(k, []).append(v)
+    net.train()
+    return {k: float(sum(v) / len(v)) for k, v in scores.items()}
+
+
+def export(task: Task, net, path: Path, step: int, recipe: dict, metrics: dict) -> None:
+    """Write deployable weights (official format + synthbids metadata) atomically."""
+    meta = task.export_meta(step, recipe)
+    meta['validation'] = metrics
+    tmp = path.with_suffix('.tmp')
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    torch.save({'model_state_dict': state, 'synthbids': meta}, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    task: Task,
+    generator: SynthGenerator,
+    val_generator: SynthGenerator,
+    out: Path,
+    config: TrainConfig,
+    device: torch.device,
+    recipe: dict,
+) -> dict:
+    """Train ``task`` until ``config.steps``; resumes from ``out/state.pt`` when present."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    cl = torch.channels_last_3d  # about 2x faster convolutions on CPU
+    net = task.make_net().to(device, memory_format=cl)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    step, best = 0, None
+    state_path = out / 'state.pt'
+    if config.init is not None and not state_path.exists():
+        init = torch.load(config.init, map_location=device, weights_only=True)
+        net.load_state_dict(init['model_state_dict'])
+        log.info('initialised from %s', config.init)
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        net.load_state_dict(state['net'])
+        opt.load_state_dict(state['optimizer'])
+        step, best = state['step'], state['best']
+        log.info('resumed %s at step %d', out, step)
+    (out / 'run.json').write_text(json.dumps(recipe, indent=1))
+    history = out / 'history.tsv'
+    if not history.exists():
+        history.write_text('step\tkind\tvalue\tseconds\n')
+
+    val = validation_set(task, val_generator, config.val_samples)
+    metric, higher = task.select
+    stop = {'now': False}
+
+    def request_stop(signum, frame):
+        stop['now'] = True
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    progress = Progress(config.steps, step, config.log_every)
+    ema = None
+    t_start = time.perf_counter()
+    net.train()
+
+    def save():
+        tmp = state_path.with_suffix('.tmp')
+        torch.save(
+            {'net': net.state_dict(), 'optimizer': opt.state_dict(), 'step': step, 'best': best},
+            tmp,
+        )
+        os.replace(tmp, state_path)
+        export(task, net, out / 'last.pt', step, recipe, {})
+
+    stream = SampleStream(task, generator, config.seed, step)
+    loader = torch.utils.data.DataLoader(
+        stream,
+        batch_size=1,
+        num_workers=config.workers,
+        prefetch_factor=2 if config.workers else None,
+        pin_memory=device.type == 'cuda',
+    )
+    batches = iter(loader)
+    try:
+        while step < config.steps and not stop['now']:
+            lr = config.lr * min(1.0, (step + 1) / config.warmup) if config.warmup else config.lr
+            for group in opt.param_groups:
+                group['lr'] = lr
+            x, target, weight = (t.to(device, non_blocking=True) for t in next(batches))
+            x = x.contiguous(memory_format=cl)
+            loss = task.loss(net(x), target, weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            value = float(loss.detach())
+            ema = value if ema is None else 0.98 * ema + 0.02 * value
+            with history.open('a') as fh:
+                fh.write(f'{step}\tloss\t{value:.6f}\t{time.perf_counter() - t_start:.1f}\n')
+            progress.update(step, f'loss {ema:.4f}')
+            if step % config.val_every == 0 or step == config.steps:
+                scores = validate(task, net, val, device)
+                with history.open('a') as fh:
+                    for k, v in scores.items():
+                        fh.write(
+                            f'{step}\tval_{k}\t{v:.6f}\t{time.perf_counter() - t_start:.1f}\n'
+                        )
+                log.info('step %d validation %s', step, json.dumps(scores))
+                better = best is None or (
+                    scores[metric] > best if higher else scores[metric] < best
+                )
+                if better:
+                    best = scores[metric]
+                    export(task, net, out / 'best.pt', step, recipe, scores)
+            if step % config.save_every == 0:
+                save()
+    except KeyboardInterrupt:
+        log.warning('interrupted at step %d; saving', step)
+    finally:
+        del batches, loader
+        save()
+        signal.signal(signal.SIGTERM, previous)
+        if progress.tty:
+            print(file=sys.stderr)
+    return {'step': step, 'best': best}

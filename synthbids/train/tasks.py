@@ -1,0 +1,222 @@
+"""What is learned: networks, losses, validation metrics and export format per task.
+
+* ``strip`` / ``strip-nocsf``: a SynthStrip U-Net regressing the brain's signed distance (mm,
+  clipped to the +-5 mm band) with a masked MSE; exported as ``{'model_state_dict': ...}``
+  with the official key layout, plus a ``'synthbids'`` entry (conform settings, recipe).
+* ``head``: the same U-Net with one output per head tissue (brain, CSF, bone, skin, eyes,
+  other soft tissue, background), trained with soft Dice; same export format.
+* ``seg``: SynthSeg's 33 labels with soft Dice (needs the segmentation network).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..core.stripnet import StripUNet
+from ..synth.generator import Sample
+from ..synth.labelmaps import HEAD_CLASSES, SEG_LABELS_V2, LabelTables
+from ..synth.targets import brain_mask, head_target, seg_target, strip_target
+
+SDT_BAND = 5.0
+
+
+@dataclass
+class NetConfig:
+    """U-Net width and depth: features double per level from ``features`` up to ``max``."""
+
+    features: int = 16
+    max_features: int = 64
+    levels: int = 6  # poolings; the input must be a multiple of 2**levels
+    convs: int = 2
+
+    def strip_layout(self, outputs: int = 1) -> dict:
+        feats = [min(self.features * 2**lv, self.max_features) for lv in range(self.levels + 1)]
+        encoder = [[f] * self.convs for f in feats[:-1]]
+        decoder = [[f] * self.convs for f in feats[::-1][:-1]]
+        return {
+            'encoder': encoder,
+            'decoder': decoder,
+            'tail': [feats[0]] * self.convs + [outputs],
+        }
+
+
+def he_init(net: torch.nn.Module, slope: float = 0.2) -> torch.nn.Module:
+    """He initialisation for LeakyReLU(0.2) convolutions, zero biases.
+
+    PyTorch's default init shrinks activations by about half per convolution; through the
+    ~25 convolutions of a SynthStrip U-Net (no normalisation layers) the deep path then starts
+    dead and training stalls (the golden README observes the near-constant output).
+    """
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv3d):
+            torch.nn.init.kaiming_normal_(m.weight, a=slope, nonlinearity='leaky_relu')
+            torch.nn.init.zeros_(m.bias)
+    return net
+
+
+def soft_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, eps: float = 1e-7
+) -> torch.Tensor:
+    """1 - mean over classes (background included) of 2 sum(gp) / (sum(g^2) + sum(p^2))."""
+    prob = torch.softmax(logits, dim=1)
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3).to(prob)
+    w = weight[:, None].to(prob)
+    dims = (0, 2, 3, 4)
+    inter = (prob * onehot * w).sum(dims)
+    denom = ((onehot**2) * w).sum(dims) + ((prob**2) * w).sum(dims)
+    return 1 - (2 * inter / (denom + eps)).mean()
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return float(2 * np.logical_and(a, b).sum() / total) if total else 1.0
+
+
+@dataclass
+class Task:
+    """Base: subclasses define the network, the batch, the loss and the metrics."""
+
+    name: str
+    tables: LabelTables
+    voxsize: float
+    net_config: NetConfig = field(default_factory=NetConfig)
+    context: int = 0  # label voxels of context the targets need around the crop
+
+    def make_net(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def target(self, sample: Sample) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, pred, target, weight) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metrics(self, pred, target, weight) -> dict[str, float]:
+        raise NotImplementedError
+
+    #: name of the validation metric used to keep the best weights, and whether higher is better
+    select = ('dice', True)
+
+    def export_meta(self, step: int, recipe: dict) -> dict:
+        return {
+            'task': self.name,
+            'iterations': step,
+            'recipe': recipe,
+            'net': asdict(self.net_config),
+        }
+
+
+@dataclass
+class StripTask(Task):
+    context: int = 4
+
+    def make_net(self) -> StripUNet:
+        return he_init(StripUNet(**self.net_config.strip_layout(1)))
+
+    def target(self, sample: Sample) -> torch.Tensor:
+        return strip_target(
+            sample.context,
+            self.context,
+            self.tables,
+            self.voxsize,
+            no_csf=self.name == 'strip-nocsf',
+            band=SDT_BAND,
+        )[None, None]
+
+    def loss(self, pred, target, weight):
+        w = weight[:, None].to(pred)
+        return ((pred - target) ** 2 * w).sum() / w.sum().clamp_min(1)
+
+    def metrics(self, pred, target, weight):
+        valid = weight[0].cpu().numpy().astype(bool)
+        p = pred[0, 0].detach().cpu().numpy()
+        t = target[0, 0].cpu().numpy()
+        truth = (t < 0) & valid
+        return {
+            'dice': dice((p < 1) & valid, truth),  # the default border of 1 mm
+            'dice_b0': dice((p < 0) & valid, truth),
+            'mae_mm': float(np.abs(np.clip(p, -SDT_BAND, SDT_BAND) - t)[valid].mean()),
+        }
+
+    def export_meta(self, step, recipe):
+        meta = super().export_meta(step, recipe)
+        crop = recipe.get('crop', [96, 96, 96])
+        meta['conform'] = conform_meta(self.voxsize)
+        meta['band_mm'] = SDT_BAND
+        meta['crop'] = crop
+        return meta
+
+
+@dataclass
+class HeadTask(Task):
+    def make_net(self) -> StripUNet:
+        return he_init(StripUNet(**self.net_config.strip_layout(len(HEAD_CLASSES))))
+
+    def target(self, sample):
+        return head_target(sample.indices, self.tables)[None]
+
+    def loss(self, pred, target, weight):
+        return soft_dice_loss(pred, target, weight)
+
+    def metrics(self, pred, target, weight):
+        valid = weight[0].cpu().numpy().astype(bool)
+        p = pred[0].argmax(0).cpu().numpy()
+        t = target[0].cpu().numpy()
+        scores = {
+            f'dice_{n}': dice((p == c) & valid, (t == c) & valid)
+            for c, n in enumerate(HEAD_CLASSES)
+            if c
+        }
+        scores['dice'] = float(np.mean(list(scores.values())))
+        return scores
+
+    def export_meta(self, step, recipe):
+        meta = super().export_meta(step, recipe)
+        meta['classes'] = HEAD_CLASSES
+        meta['conform'] = conform_meta(self.voxsize)
+        return meta
+
+
+def conform_meta(voxsize: float) -> dict:
+    """Inference grid for weights trained at ``voxsize``: the official 192-320 mm extent,
+    and anti-aliased linear resampling (the official pipeline uses nearest neighbour)."""
+    return {
+        'voxsize': voxsize,
+        'min_shape': int(round(192 / voxsize)),
+        'max_shape': int(round(320 / voxsize)),
+        'interp': 'linear' if voxsize > 1 else 'nearest',
+    }
+
+
+def brain_weight(sample: Sample) -> torch.Tensor:
+    return sample.valid[None].float()
+
+
+def seg_metrics(pred, target, weight, n_labels: int | None = None) -> dict[str, float]:
+    n_labels = n_labels or len(SEG_LABELS_V2)
+    valid = weight[0].cpu().numpy().astype(bool)
+    p = pred[0].argmax(0).cpu().numpy()
+    t = target[0].cpu().numpy()
+    scores = {}
+    for c in range(1, n_labels):
+        if ((t == c) & valid).any():
+            scores[f'dice_{SEG_LABELS_V2[c]}'] = dice((p == c) & valid, (t == c) & valid)
+    scores['dice'] = float(np.mean(list(scores.values()))) if scores else 0.0
+    return scores
+
+
+__all__ = [
+    'NetConfig',
+    'StripTask',
+    'HeadTask',
+    'Task',
+    'brain_mask',
+    'brain_weight',
+    'seg_metrics',
+    'seg_target',
+    'soft_dice_loss',
+]

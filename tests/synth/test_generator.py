@@ -1,0 +1,149 @@
+"""The Synth generator: determinism, shapes, label handling, intensity statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from synthbids.synth.generator import GeneratorConfig, SynthGenerator, gaussian_blur
+from synthbids.synth.labelmaps import (
+    GENERATION_LABELS,
+    LEFT,
+    RIGHT,
+    SEG_LABELS_V2,
+    LabelMap,
+    label_tables,
+    mode_downsample,
+)
+from synthbids.synth.targets import seg_target, signed_distance, strip_target
+
+IDX = {v: i for i, v in enumerate(GENERATION_LABELS)}
+
+
+def toy_map(shape=(48, 48, 48)) -> LabelMap:
+    """A head-like map: skin shell, skull, CSF, left/right hemispheres (2 vs 41), ventricles."""
+    grid = np.indices(shape).astype(float)
+    c = (np.array(shape) - 1)[:, None, None, None] / 2
+    r = np.sqrt(((grid - c) ** 2).sum(0))
+    m = np.zeros(shape, np.uint8)
+    m[r < 22] = IDX[511]
+    m[r < 20] = IDX[515]
+    m[r < 17] = IDX[24]
+    m[(r < 15) & (grid[0] < c[0])] = IDX[2]  # axis 0 is left-right in LIA
+    m[(r < 15) & (grid[0] >= c[0])] = IDX[41]
+    m[r < 4] = IDX[4]
+    return LabelMap('toy', m, 2.0)
+
+
+@pytest.fixture(scope='module')
+def generator():
+    cfg = GeneratorConfig(crop=(32, 32, 32), context=3, partial_fov=0.3, ct=0.2, pet=0.2)
+    return SynthGenerator([toy_map()], cfg)
+
+
+def test_same_seed_same_sample_and_different_seeds_differ(generator):
+    a = generator.sample(torch.Generator().manual_seed(5))
+    b = generator.sample(torch.Generator().manual_seed(5))
+    c = generator.sample(torch.Generator().manual_seed(6))
+    assert torch.equal(a.image, b.image) and torch.equal(a.indices, b.indices)
+    assert a.info == b.info
+    assert not torch.equal(a.image, c.image)
+
+
+def test_shapes_ranges_and_label_preservation(generator):
+    gen = torch.Generator().manual_seed(0)
+    kinds = set()
+    for _ in range(30):
+        s = generator.sample(gen)
+        kinds.add(s.info['kind'])
+        assert s.image.shape == (1, 1, 32, 32, 32) and s.image.dtype == torch.float32
+        assert float(s.image.min()) >= 0 and float(s.image.max()) <= 1
+        assert s.indices.shape == (32, 32, 32) and s.context.shape == (38, 38, 38)
+        assert torch.equal(s.context[3:-3, 3:-3, 3:-3], s.indices)
+        present = set(s.indices.unique().tolist())
+        # nearest sampling creates no new labels (a flip turns 4 into 43)
+        assert present <= {IDX[v] for v in (0, 511, 515, 24, 2, 41, 4, 43)}
+        assert s.valid.dtype == torch.bool
+    assert kinds == {'mri', 'ct', 'pet'}
+
+
+def test_intensities_follow_the_labels(generator):
+    """Within one MRI sample, voxels of one class share a distribution distinct from others."""
+    gen = torch.Generator().manual_seed(3)
+    while True:
+        s = generator.sample(gen)
+        if (
+            s.info['kind'] == 'mri'
+            and s.info['resolution_mm'] == [1.0, 1.0, 1.0]
+            and bool(s.valid.all())
+        ):
+            break
+    img, lab = s.image[0, 0], s.indices
+    wm = img[lab == IDX[2]]
+    csf = img[lab == IDX[24]]
+    assert wm.numel() > 100 and csf.numel() > 100
+    spread = torch.cat([wm, csf]).std()
+    assert wm.std() < spread or csf.std() < spread  # classes are not one blob
+
+
+def test_flip_swaps_left_and_right_labels():
+    cfg = GeneratorConfig(
+        crop=(32, 32, 32),
+        flip=1.0,
+        rotation_deg=0,
+        scaling=0,
+        shear=0,
+        elastic_std_mm=0,
+        crop_margin=0,
+    )
+    flipped = SynthGenerator([toy_map()], cfg).sample(torch.Generator().manual_seed(1))
+    cfg.flip = 0.0
+    plain = SynthGenerator([toy_map()], cfg).sample(torch.Generator().manual_seed(1))
+    tables = label_tables()
+    expected = torch.as_tensor(tables.flip)[plain.indices.flip(0)]
+    assert torch.equal(flipped.indices, expected)
+
+
+def test_resolution_blur_and_lr_tables():
+    x = torch.zeros(1, 1, 21, 21, 21)
+    x[0, 0, 10, 10, 10] = 1
+    y = gaussian_blur(x, [2.0, 0.0, 0.0])
+    assert y.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert y[0, 0, :, 10, 10].argmax() == 10 and y[0, 0, 10, :, 10].count_nonzero() == 1
+    tables = label_tables()
+    for a, b in zip(LEFT, RIGHT):
+        assert tables.flip[IDX[a]] == IDX[b] and tables.flip[IDX[b]] == IDX[a]
+    assert len(set(tables.gaussian_class)) == 48  # 54 labels, 6 shared pairs
+
+
+def test_targets():
+    tables = label_tables()
+    m = toy_map()
+    ind = torch.as_tensor(m.indices.astype(np.int64))
+    seg = seg_target(ind, tables)
+    assert SEG_LABELS_V2[int(seg[24, 24, 24])] == 4  # ventricle
+    assert SEG_LABELS_V2[int(seg[24, 24, 2])] == 0  # skin -> background
+    sdt = strip_target(ind, 0, tables, voxsize=2.0)
+    assert float(sdt[24, 24, 24]) == -5.0  # deep inside: clipped band
+    assert float(sdt[0, 0, 0]) == 5.0
+    brain = tables.brain[m.indices]
+    assert (
+        brain
+        == (m.indices == IDX[24])
+        | (m.indices == IDX[2])
+        | (m.indices == IDX[41])
+        | (m.indices == IDX[4])
+    ).all()
+    no_csf = strip_target(ind, 0, tables, voxsize=2.0, no_csf=True)
+    assert (no_csf >= sdt).all() and (no_csf > sdt).any()  # a smaller mask
+    d = signed_distance(np.pad(np.ones((4, 4, 4), bool), 4), 1.0, 10)
+    assert d[4, 4, 4] == -1 and d[3, 4, 4] == 1
+
+
+def test_mode_downsample_keeps_thin_majorities():
+    a = np.zeros((4, 4, 4), np.uint8)
+    a[:2, :2, :2] = 3
+    a[0, 0, 0] = 5
+    out = mode_downsample(a, 2)
+    assert out.shape == (2, 2, 2) and out[0, 0, 0] == 3 and out[1, 1, 1] == 0

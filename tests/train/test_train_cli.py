@@ -1,0 +1,116 @@
+"""``synthbids-train``: runs, resumes deterministically, exports loadable weights."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from synthbids.cli.train import main
+from synthbids.core.strip import load_strip_model, strip
+from synthbids.synth.labelmaps import GENERATION_LABELS
+from tests.synth.test_generator import toy_map
+
+
+@pytest.fixture(scope='module')
+def maps(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('maps')
+    lia = np.array([[-1.0, 0, 0, 48], [0, 0, 1, -48], [0, -1, 0, 48], [0, 0, 0, 1]])
+    for i in range(3):
+        labels = np.array(GENERATION_LABELS)[toy_map((40 + 4 * i,) * 3).indices]
+        nib.Nifti1Image(labels.astype(np.float32), lia).to_filename(folder / f'seg_{i}.nii.gz')
+    return folder
+
+
+def args(maps, out, steps):
+    return [
+        'strip',
+        '--maps',
+        str(maps),
+        '--out',
+        str(out),
+        '--steps',
+        str(steps),
+        '--voxsize',
+        '1',
+        '--crop',
+        '16',
+        '16',
+        '16',
+        '--features',
+        '2',
+        '--max-features',
+        '4',
+        '--levels',
+        '3',
+        '--val-every',
+        '2',
+        '--val-samples',
+        '2',
+        '--save-every',
+        '1',
+        '--lr',
+        '1e-3',
+        '-t',
+        '1',
+        '--val-maps',
+        '1',
+    ]
+
+
+def test_training_resumes_exactly_and_exports_official_format(maps, tmp_path, capsys):
+    assert main(args(maps, tmp_path / 'a', 4)) == 0
+    assert main(args(maps, tmp_path / 'b', 2)) == 0
+    assert main(args(maps, tmp_path / 'b', 4)) == 0  # resume the same run to step 4
+    a = torch.load(tmp_path / 'a' / 'last.pt', weights_only=True)
+    b = torch.load(tmp_path / 'b' / 'last.pt', weights_only=True)
+    for key, value in a['model_state_dict'].items():
+        torch.testing.assert_close(value, b['model_state_dict'][key])
+    history = (tmp_path / 'a' / 'history.tsv').read_text().splitlines()
+    assert history[0] == 'step\tkind\tvalue\tseconds'
+    assert sum(line.split('\t')[1] == 'loss' for line in history[1:]) == 4
+    assert any(line.split('\t')[1] == 'val_dice' for line in history[1:])
+    meta = a['synthbids']
+    assert meta['task'] == 'strip' and meta['iterations'] == 4
+    assert meta['recipe']['val_maps'] == ['seg_2.nii.gz']
+    assert meta['conform']['voxsize'] == 1.0
+    # the exported file is what synthbids-strip loads
+    model = load_strip_model(tmp_path / 'a' / 'best.pt')
+    assert model.net.divisor == 8
+    head = nib.Nifti1Image(
+        np.random.default_rng(0).random((20, 22, 18)).astype(np.float32), np.eye(4)
+    )
+    head.to_filename(tmp_path / 'head.nii.gz')
+    result = strip(tmp_path / 'head.nii.gz', model)
+    assert result.mask.shape == (20, 22, 18)
+
+
+def test_export_half_precision(maps, tmp_path, capsys):
+    assert main(args(maps, tmp_path / 'r', 1)) == 0
+    assert main(['export', str(tmp_path / 'r' / 'last.pt'), str(tmp_path / 'w.pt'), '--half']) == 0
+    state = torch.load(tmp_path / 'w.pt', weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state['model_state_dict'].values())
+    assert load_strip_model(tmp_path / 'w.pt').net.encoder[0][0].conv.weight.dtype == torch.float32
+
+
+def test_bad_arguments(maps, tmp_path, capsys):
+    assert main(['strip', '--out', str(tmp_path / 'x'), '--steps', '1']) != 0
+    assert 'give --maps' in capsys.readouterr().err
+    bad = args(maps, tmp_path / 'y', 1)
+    bad[bad.index('--crop') + 1] = '12'
+    assert main(bad) != 0
+    assert 'multiples of 8' in capsys.readouterr().err
+
+
+def test_fine_tuning_starts_from_given_weights(maps, tmp_path, capsys):
+    assert main(args(maps, tmp_path / 'a', 1)) == 0
+    tuned = args(maps, tmp_path / 'nocsf', 0) + ['--init', str(tmp_path / 'a' / 'last.pt')]
+    tuned[0] = 'strip-nocsf'
+    assert main(tuned) == 0  # zero steps: the exported weights are the initial ones
+    a = torch.load(tmp_path / 'a' / 'last.pt', weights_only=True)['model_state_dict']
+    b = torch.load(tmp_path / 'nocsf' / 'last.pt', weights_only=True)
+    assert b['synthbids']['task'] == 'strip-nocsf'
+    assert b['synthbids']['recipe']['init'].endswith('last.pt')
+    for key, value in a.items():
+        assert torch.equal(value, b['model_state_dict'][key])
