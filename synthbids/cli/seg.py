@@ -71,6 +71,12 @@ def get_parser() -> argparse.ArgumentParser:
         'white matter for 2.0) instead of per hemisphere to the cortex',
     )
     p.add_argument(
+        '--low-memory',
+        action='store_true',
+        help='recompute full-resolution features instead of keeping them: about 10%% slower, '
+        '~25%% less peak memory',
+    )
+    p.add_argument(
         '-v', '--verbose', action='count', default=0, help='more messages (-vv: debugging)'
     )
     p.add_argument('--version', action='version', version=f'{PROG} {__version__}')
@@ -288,6 +294,7 @@ def _run(args) -> int:
                     parc=args.parc,
                     qc=plan.qc[0] is not None,
                     device=device,
+                    low_memory=args.low_memory,
                 )
                 names = ', '.join(f'{w.name} (sha256 {w.sha256[:12]}...)' for w in model.weights)
                 print(f'Using {names} on {device}', flush=True)
