@@ -350,7 +350,11 @@ class SegUNet(nn.Module):
 
         def compute(lo, hi):
             probs = head(lo, hi)
-            return (probs, blur(probs)) if smooth else (probs,)
+            if not smooth:
+                return (probs,)
+            if raw_sink is None:  # only the blurred slab is needed: free the other one
+                return (None, blur(probs))
+            return (probs, blur(probs))
 
         def emit_all(start, stop, outputs):
             if smooth:
@@ -456,7 +460,11 @@ def _for_slabs(depth: int, slab: int, halo: int, compute, emit) -> None:
         lo, hi = max(start - halo, 0), min(stop + halo, depth)
         y = compute(lo, hi)
         if isinstance(y, tuple):
-            emit(start, stop, tuple(t[:, :, start - lo : stop - lo] for t in y))
+            emit(
+                start,
+                stop,
+                tuple(None if t is None else t[:, :, start - lo : stop - lo] for t in y),
+            )
         else:
             emit(start, stop, y[:, :, start - lo : stop - lo])
         del y

@@ -227,18 +227,18 @@ class ParcellationSink:
         a, b = max(start, self.pad[0]), min(stop, self.pad[3])
         if a >= b:
             return
-        probs = probs[
-            0, :, a - start : b - start, self.pad[1] : self.pad[4], self.pad[2] : self.pad[5]
-        ]
-        seg = torch.from_numpy(self.seg[a - self.pad[0] : b - self.pad[0]])
+        pad = self.pad
+        probs = probs[0, :, a - start : b - start, pad[1] : pad[4], pad[2] : pad[5]]
+        seg = torch.from_numpy(self.seg[a - pad[0] : b - pad[0]])
         cortex = (seg == 3) | (seg == 42)
-        probs = probs.clone()
-        probs[0] = (~cortex).to(probs.dtype)
-        probs /= probs.sum(dim=0, keepdim=True)
-        # the reference's float32 sums run in raster order: within the slab, slab after slab
-        values = probs.numpy().reshape(probs.shape[0], -1)
-        self.sums = np.cumsum(
-            np.concatenate([self.sums[:, None], values], axis=1), axis=1, dtype=np.float32
-        )[:, -1]
-        best = self.parc_labels[probs.argmax(dim=0)]
+        # one channels-last copy (voxels x parcels) holds every step below in place
+        values = probs.permute(1, 2, 3, 0).contiguous()
+        values[..., 0] = (~cortex).to(values.dtype)
+        values /= values.sum(dim=-1, keepdim=True)
+        best = self.parc_labels[values.argmax(dim=-1)]
         seg[cortex] = best[cortex]
+        # the reference's float32 sums run voxel by voxel in raster order, slab after slab
+        flat = values.numpy().reshape(-1, values.shape[-1])
+        flat[0] += self.sums
+        np.cumsum(flat, axis=0, out=flat)
+        self.sums = flat[-1].copy()
