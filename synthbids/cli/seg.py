@@ -73,8 +73,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument(
         '--low-memory',
         action='store_true',
-        help='recompute full-resolution features instead of keeping them: about 10%% slower, '
-        '~25%% less peak memory',
+        help='recompute full-resolution features instead of keeping them: about 20%% slower, '
+        '~20%% less peak memory',
     )
     p.add_argument(
         '-v', '--verbose', action='count', default=0, help='more messages (-vv: debugging)'

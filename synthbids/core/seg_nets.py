@@ -285,7 +285,7 @@ class SegUNet(nn.Module):
         softmax output of those planes (blurred when ``smooth``), shape (1, K, stop-start, Y, Z).
         ``raw_sink``, if given, receives the same slabs before blurring. ``keep_skip`` keeps
         the first level's full-resolution output for the last decoder level; without it that
-        level is recomputed slab by slab (about 10 % slower, ~25 % less peak memory).
+        level is recomputed slab by slab (about 20 % slower, ~20 % less peak memory).
 
         Same values as ``forward`` (+ :func:`blur`) up to float rounding, computed faster and
         in much less memory:

@@ -157,7 +157,7 @@ def load_seg_model(
     ``model`` is a weights file (the segmentation network; it also serves ``parc``/``qc``
     when it holds those networks) or a folder with the official file names; otherwise the
     weights are searched in the documented order (:mod:`.weights`). ``low_memory`` trades about
-    10 % of the time for ~25 % less peak memory.
+    20 % of the time for ~20 % less peak memory.
     """
     if robust and v1:
         raise SynthbidsError('--v1 cannot be used with --robust (the robust model is 2.0 only)')
