@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.golden import write_golden_strip
+from tests.seg_fixtures import write_tiny_models
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get('SYNTHBIDS_SHARED', REPO.parent / 'shared'))
@@ -93,6 +94,20 @@ def tiny_strip_ckpt(tmp_path_factory) -> Path:
         {'model_state_dict': net.state_dict(), 'synthbids': {'conform': {'min_shape': 64}}}, path
     )
     return path
+
+
+@pytest.fixture(scope='session')
+def tiny_seg_models(tmp_path_factory) -> Path:
+    """A folder with every official SynthSeg file name holding tiny networks (4 features;
+    the 2.0/1.0 ones segment intensity bands, see ``tests/seg_fixtures.py``). Usable as
+    ``--model`` or ``$SYNTHBIDS_MODELS``."""
+    return write_tiny_models(tmp_path_factory.mktemp('tiny_seg'))
+
+
+@pytest.fixture(scope='session')
+def tiny_seg_h5(tiny_seg_models) -> Path:
+    """A tiny SynthSeg 2.0 weights file in the official Keras layout."""
+    return tiny_seg_models / 'synthseg_2.0.h5'
 
 
 @pytest.fixture

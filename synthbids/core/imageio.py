@@ -78,12 +78,13 @@ def check_extension(path: str | os.PathLike) -> str:
     return ext
 
 
-def load_volume(path: str | os.PathLike, max_dims: int = 4) -> Volume:
+def load_volume(path: str | os.PathLike, max_dims: int = 4, fdata: bool = False) -> Volume:
     """Read and validate an image: 3-D, or 4-D (frames) when ``max_dims`` is 4.
 
     Trailing singleton dimensions beyond the third are dropped. Raises InputError for a
     missing, unreadable, truncated or corrupt file, a 2-D image, too many dimensions, and
-    NaN or infinite voxels.
+    NaN or infinite voxels. With ``fdata`` the voxels are read as nibabel's ``get_fdata()``
+    (float64, intensity scaling applied in float64), as SynthSeg reads its inputs.
     """
     path = Path(path)
     check_extension(path)
@@ -95,7 +96,7 @@ def load_volume(path: str | os.PathLike, max_dims: int = 4) -> Volume:
         raise InputError(path, 'permission denied')
     try:
         img = nib.load(path)
-        data = np.asanyarray(img.dataobj)
+        data = img.get_fdata() if fdata else np.asanyarray(img.dataobj)
     except (EOFError, zlib.error) as err:
         raise InputError(path, f'file is truncated or corrupt ({err})') from None
     except MemoryError:
@@ -187,6 +188,38 @@ def image_like(data: np.ndarray, reference: Volume, path: str | os.PathLike):
     img.header.set_xyzt_units('mm', 'sec')
     img.set_qform(reference.affine, code=1)
     img.set_sform(reference.affine, code=1)
+    return img
+
+
+def image_on_grid(data: np.ndarray, reference: Volume, affine: np.ndarray, path):
+    """Like :func:`image_like`, on another grid (``affine``, the shape of ``data``): the
+    reference header is kept for everything but the geometry, and qform, sform and pixdim
+    are all set from ``affine`` (codes kept; 1 where the reference had none), so they never
+    disagree. Used for outputs on SynthSeg's 1 mm grid."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if np.array_equal(affine, reference.affine) and data.shape[:3] == reference.shape[:3]:
+        return image_like(data, reference, path)
+    _, ext = split_ext(path)
+    if ext in ('.mgz', '.mgh'):
+        data = _mgh_compatible(data)
+        header = reference.header.copy() if reference.image_class is nib.MGHImage else None
+        if header is not None:
+            header.set_data_dtype(data.dtype)
+        return nib.MGHImage(data, affine, header=header)
+    if reference.image_class in (nib.Nifti1Image, nib.Nifti2Image):
+        cls, header = reference.image_class, reference.header.copy()
+        qcode, scode = int(header['qform_code']), int(header['sform_code'])
+        header.set_data_dtype(data.dtype)
+        header.set_slope_inter(None, None)
+    else:
+        cls, header, qcode, scode = nib.Nifti1Image, None, 1, 1
+    img = cls(data, affine, header=header)
+    if header is None:
+        img.header.set_xyzt_units('mm', 'sec')
+    if qcode == 0 and scode == 0:
+        qcode = scode = 1
+    img.set_qform(affine, code=qcode)
+    img.set_sform(affine, code=scode)
     return img
 
 

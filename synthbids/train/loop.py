@@ -37,6 +37,7 @@ class TrainConfig:
     warmup: int = 0  # steps of linear learning-rate warm-up
     workers: int = 0  # background processes generating samples
     init: Path | None = None  # exported weights to start a new run from
+    clip: float = 5.0  # gradient-norm clipping (no normalisation layers: keeps Adam stable)
 
 
 class Progress:
@@ -200,6 +201,8 @@ def train(
             loss = task.loss(net(x), target, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if config.clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), config.clip)
             opt.step()
             step += 1
             value = float(loss.detach())
