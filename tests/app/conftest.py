@@ -1,9 +1,8 @@
-"""Fixtures of the BIDS App tests: small BIDS datasets, the SynthSeg test double, plugins."""
+"""Fixtures of the BIDS App tests: small BIDS datasets."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -60,26 +59,3 @@ def write_dataset(root: Path, images=E2E_IMAGES, name='synthbids test dataset') 
 @pytest.fixture
 def bids_dataset(tmp_path) -> Path:
     return write_dataset(tmp_path / 'bids')
-
-
-@pytest.fixture
-def seg_double(monkeypatch, tmp_path) -> Path:
-    """Install the SynthSeg test double in this process; returns a 'weights' file for it."""
-    import synthbids.core
-
-    from .seg_double import modules
-
-    for key, module in modules().items():
-        monkeypatch.setitem(sys.modules, key, module)
-        monkeypatch.setattr(synthbids.core, key.rsplit('.', 1)[1], module, raising=False)
-    weights = tmp_path / 'seg_double.h5'
-    weights.write_bytes(b'synthseg test double')
-    return weights
-
-
-@pytest.fixture
-def linear_plugin(tmp_path) -> Path:
-    """A Nipype plugin file running nodes one by one in this process."""
-    path = tmp_path / 'linear.yml'
-    path.write_text('plugin: Linear\nplugin_args: {}\n')
-    return path

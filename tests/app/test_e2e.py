@@ -1,20 +1,14 @@
 """End to end, as a user runs it: participant, then group, on a small BIDS dataset.
 
-The networks are tiny (a threshold-wired SynthStrip, tiny SynthSeg weights), so the test
-measures the app: outputs and their names against the BIDS schema and the committed list
-``tests/data/expected_outputs.txt``, reports rendered in Chromium, and reuse of every
+The networks are tiny (a threshold-wired SynthStrip; 4-feature SynthSeg 2.0 and QC networks in
+the official Keras layout, ``tests/seg_fixtures.py``), so the test measures the app under
+MultiProc as users run it: outputs and their names against the BIDS schema and the committed
+list ``tests/data/expected_outputs.txt``, reports rendered in Chromium, and reuse of every
 finished node when the same work directory is given again.
-
-Exactly one of the two variants runs: with the real SynthSeg core (``synthbids.core.segment``
-and its tiny Keras weights from ``tests/seg_fixtures.py``) under MultiProc as users run it;
-until that core is on this branch, with the in-process SynthSeg test double
-(``tests/app/seg_double.py``) under the Linear plugin. Delete the double variant (and the
-double) once the core has landed.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from pathlib import Path
@@ -27,7 +21,6 @@ from tests.app import browser
 from tests.app.bids_schema import invalid_files
 
 EXPECTED = Path(__file__).resolve().parents[1] / 'data' / 'expected_outputs.txt'
-REAL_SEG = importlib.util.find_spec('synthbids.core.segment') is not None
 UUID = re.compile(r'\d{8}-\d{6}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}')
 
 
@@ -48,43 +41,12 @@ def node_results(work: Path) -> dict[str, float]:
     }
 
 
-@pytest.mark.skipif(
-    not REAL_SEG,
-    reason='the SynthSeg core (synthbids.core.segment) has not '
-    'landed on this branch yet: test_participant_then_group_seg_double runs',
-)
-def test_participant_then_group(bids_dataset, tmp_path, tiny_strip_ckpt, capsys):
-    from tests.seg_fixtures import write_tiny_models
-
-    models = tmp_path / 'seg_models'
-    models.mkdir()
-    write_tiny_models(models)  # every official file name: 2.0, robust, parc, QC
-    participant_then_group(bids_dataset, tmp_path, tiny_strip_ckpt, models, [], capsys)
+def test_participant_then_group(bids_dataset, tmp_path, tiny_strip_ckpt, tiny_seg_models, capsys):
+    """Participant (twice, same work folder) then group: 3 participants, a session, T1w+T2w."""
+    participant_then_group(bids_dataset, tmp_path, tiny_strip_ckpt, tiny_seg_models, capsys)
 
 
-@pytest.mark.skipif(
-    REAL_SEG,
-    reason='the SynthSeg core is here: test_participant_then_group '
-    'runs it instead of the test double',
-)
-def test_participant_then_group_seg_double(
-    bids_dataset, tmp_path, tiny_strip_ckpt, seg_double, linear_plugin, capsys
-):
-    out = participant_then_group(
-        bids_dataset,
-        tmp_path,
-        tiny_strip_ckpt,
-        seg_double,
-        ['--use-plugin', linear_plugin],
-        capsys,
-    )
-    qc = (out / 'group_qc.tsv').read_text().splitlines()
-    assert [row.split('\t')[0] for row in qc[1:] if row.split('\t')[-1] != '0'] == [
-        'sub-02_T2w'  # the double fails the CSF of this image only
-    ]
-
-
-def participant_then_group(bids_dataset, tmp_path, strip_model, seg_model, extra, capsys):
+def participant_then_group(bids_dataset, tmp_path, strip_model, seg_model, capsys):
     out, work = tmp_path / 'derivatives' / 'synthbids', tmp_path / 'work'
     argv = [
         str(bids_dataset),
@@ -95,13 +57,13 @@ def participant_then_group(bids_dataset, tmp_path, strip_model, seg_model, extra
         '--seg-model',
         str(seg_model),
         '--posteriors',
+        '--fast',
         '-w',
         str(work),
         '--nprocs',
         '2',
         '--omp-nthreads',
         '1',
-        *map(str, extra),
     ]
     before = listing(bids_dataset)
     assert main(argv) == 0, capsys.readouterr().err
