@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,13 +37,16 @@ def main(argv=None) -> int:
     p.add_argument('--description', default='')
     args = p.parse_args(argv)
 
-    ckpt = torch.load(args.source, map_location='cpu', weights_only=True)
-    state = ckpt['model_state_dict']
-    if args.half:
-        state = {k: v.half() for k, v in state.items()}
-    file = args.file or f'{args.name.replace("-", "_")}.pt'
+    file = args.file or args.name.replace('-', '_') + args.source.suffix
     dest = WEIGHTS / file
-    torch.save({'model_state_dict': state, 'synthbids': ckpt.get('synthbids', {})}, dest)
+    if args.source.suffix == '.h5':  # SynthSeg layout: copied as is
+        shutil.copyfile(args.source, dest)
+    else:
+        ckpt = torch.load(args.source, map_location='cpu', weights_only=True)
+        state = ckpt['model_state_dict']
+        if args.half:
+            state = {k: v.half() for k, v in state.items()}
+        torch.save({'model_state_dict': state, 'synthbids': ckpt.get('synthbids', {})}, dest)
     sha = hashlib.sha256(dest.read_bytes()).hexdigest()
     evaluation = json.loads(args.eval.read_text()) if args.eval else {}
     if args.gap:

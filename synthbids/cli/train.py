@@ -70,7 +70,7 @@ def get_parser() -> argparse.ArgumentParser:
         )
         t.add_argument('-v', '--verbose', action='count', default=1)
     e = sub.add_parser('export', help='copy deployable weights, optionally as float16')
-    e.add_argument('source', type=Path, help='best.pt or last.pt of a run')
+    e.add_argument('source', type=Path, help='best.pt or last.pt of a (strip or head) run')
     e.add_argument('dest', type=Path)
     e.add_argument('--half', action='store_true', help='store tensors as float16')
     e.add_argument('-v', '--verbose', action='count', default=1)
@@ -111,7 +111,7 @@ def _train(args) -> int:
     from ..synth.generator import GeneratorConfig, SynthGenerator
     from ..synth.labelmaps import label_tables, load_label_maps
     from ..train.loop import TrainConfig, train
-    from ..train.tasks import HeadTask, NetConfig, StripTask
+    from ..train.tasks import HeadTask, NetConfig, SegTask, StripTask
 
     recipe_path = args.out / 'run.json'
     previous = json.loads(recipe_path.read_text()) if recipe_path.exists() else None
@@ -130,8 +130,6 @@ def _train(args) -> int:
         if args.device == 'auto'
         else args.device
     )
-    if args.task == 'seg':
-        raise SynthbidsError('seg training needs the SynthSeg network (not yet available)')
     net = NetConfig(args.features, args.max_features, args.levels)
     divisor = 2**args.levels
     if any(c % divisor for c in args.crop):
@@ -139,7 +137,7 @@ def _train(args) -> int:
             f'--crop sizes must be multiples of {divisor} for {args.levels} levels'
         )
     tables = label_tables()
-    task_cls = HeadTask if args.task == 'head' else StripTask
+    task_cls = {'head': HeadTask, 'seg': SegTask}.get(args.task, StripTask)
     task = task_cls(name=args.task, tables=tables, voxsize=args.voxsize, net_config=net)
     cache = args.cache or args.out / 'maps-cache'
     gconf = GeneratorConfig.for_task(args.task, crop=tuple(args.crop), context=task.context)

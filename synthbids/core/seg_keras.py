@@ -17,6 +17,7 @@ can be shipped in the official format (and tests can make tiny SynthSeg files).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -74,6 +75,17 @@ def read_keras_weights(path: str | os.PathLike) -> Weights:
     if not out:
         raise WeightsError('HDF5 file holds no layer weights', path)
     return out
+
+
+def read_keras_meta(path: str | os.PathLike) -> dict:
+    """The ``synthbids`` metadata of weights we trained ({} for official files)."""
+    import h5py
+
+    with h5py.File(path, 'r') as fh:
+        raw = fh.attrs.get('synthbids')
+    if raw is None:
+        return {}
+    return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
 
 
 def prefixes_in(weights: Mapping[str, object]) -> set[str]:
@@ -279,12 +291,15 @@ def write_keras_h5(
     nets: torch.nn.Module | Mapping[str, torch.nn.Module],
     path: str | os.PathLike,
     prefix: str = 'unet_',
+    meta: dict | None = None,
 ) -> Path:
     """Write networks as a Keras weights-only HDF5 file, readable by ``mri_synthseg``
     (``load_weights(by_name=True)``) and by :func:`read_keras_weights`.
 
     ``nets`` is one network (stored under ``prefix``) or ``{prefix: network}`` for several
-    (the robust cascade: ``{'unet_': s1, 'l2l_': denoiser, 'unet2_': s2}``).
+    (the robust cascade: ``{'unet_': s1, 'l2l_': denoiser, 'unet2_': s2}``). ``meta`` (weights
+    trained by synthbids: task, recipe, the voxel size the network works at) is stored as a
+    JSON root attribute ``synthbids``, which Keras ignores.
     """
     import h5py
 
@@ -297,6 +312,8 @@ def write_keras_h5(
     with h5py.File(path, 'w') as fh:
         fh.attrs['backend'] = b'tensorflow'
         fh.attrs['keras_version'] = b'2.4.0'
+        if meta:
+            fh.attrs['synthbids'] = json.dumps(meta)
         fh.attrs['layer_names'] = np.array([n.encode() for n in layers], dtype='S')
         for layer, arrays in layers.items():
             group = fh.create_group(layer)

@@ -27,7 +27,7 @@ from . import labels as L
 from .errors import SynthbidsError, WeightsError
 from .geometry import sample_nearest
 from .imageio import Volume, load_volume
-from .seg_keras import build_qc, build_unet, prefixes_in, read_keras_weights
+from .seg_keras import build_qc, build_unet, prefixes_in, read_keras_meta, read_keras_weights
 from .seg_nets import QCNet, SegUNet
 from .seg_postprocess import (
     ParcellationSink,
@@ -58,9 +58,14 @@ class SegModel:
     weights: list[WeightsFile] = field(default_factory=list)
     device: torch.device = field(default_factory=lambda: torch.device('cpu'))
     low_memory: bool = False  # recompute full-resolution skips instead of keeping them
+    voxsize: float = 1.0  # grid the networks work on (weights trained by synthbids: e.g. 2 mm)
 
     def predict(self, net: SegUNet, x: torch.Tensor, sink, **kwargs) -> None:
-        net.predict(x, sink, keep_skip=not self.low_memory, **kwargs)
+        factor = int(round(self.voxsize))
+        if factor > 1:
+            predict_coarse(net, x, sink, factor, keep_skip=not self.low_memory, **kwargs)
+        else:
+            net.predict(x, sink, keep_skip=not self.low_memory, **kwargs)
 
     @property
     def robust(self) -> bool:
@@ -206,6 +211,7 @@ def load_seg_model(
         qc_net = _network(wf, w, 'qc_', qc=True)
         if qc_net.layout['in_channels'] != len(L.QC_NAMES):
             raise WeightsError('not a SynthSeg QC network (9 input classes)', wf.path)
+    voxsize = float(read_keras_meta(main.path).get('voxsize', 1.0))
     device = torch.device(device)
     nets = [unet, denoiser, unet2, parc_net, qc_net]
     for net in nets:
@@ -222,10 +228,53 @@ def load_seg_model(
         weights=used,
         device=device,
         low_memory=low_memory,
+        voxsize=voxsize,
     )
 
 
 # --------------------------------------------------------------------------- networks
+
+
+def predict_coarse(
+    net: SegUNet, x: torch.Tensor, sink, factor: int, slab: int = 32, raw_sink=None, **kwargs
+) -> None:
+    """Run a network trained on a ``factor``-times coarser grid inside the 1 mm pipeline.
+
+    The 1 mm input is block-averaged, the network runs on the coarse grid, and its
+    probabilities are brought back to 1 mm by trilinear interpolation (voxel centres aligned),
+    slab by slab so that the 1 mm probabilities never exist whole. The rest of the pipeline
+    (test-time flip, postprocessing, soft volumes) is unchanged.
+    """
+    shape = x.shape[2:]
+    if any(s % factor for s in shape):
+        raise SynthbidsError(f'padded grid {tuple(shape)} is not divisible by {factor}')
+    coarse = torch.nn.functional.avg_pool3d(x, factor)
+    outputs = {}
+
+    def keep(name):
+        def store(a, b, probs):
+            if name not in outputs:
+                outputs[name] = torch.empty(
+                    (1, probs.shape[1], *coarse.shape[2:]), dtype=probs.dtype
+                )
+            outputs[name][:, :, a:b] = probs.cpu()
+
+        return store
+
+    net.predict(coarse, keep('smooth'), raw_sink=keep('raw') if raw_sink else None, **kwargs)
+    depth = coarse.shape[2]
+    for name, target in (('smooth', sink), ('raw', raw_sink)):
+        if target is None:
+            continue
+        low = outputs[name]
+        for start in range(0, depth, slab):
+            stop = min(start + slab, depth)
+            lo, hi = max(start - 1, 0), min(stop + 1, depth)
+            up = torch.nn.functional.interpolate(
+                low[:, :, lo:hi], scale_factor=factor, mode='trilinear', align_corners=False
+            )
+            a = (start - lo) * factor
+            target(start * factor, stop * factor, up[:, :, a : a + (stop - start) * factor])
 
 
 @dataclass

@@ -25,24 +25,36 @@ def _table(mapping: dict, key: str, value: str) -> str:
     return '\n'.join(lines)
 
 
-def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
+def _read(weights: Path):
+    """(metadata, parameter count, dtype name) of a .pt or Keras .h5 weights file."""
+    if weights.suffix == '.h5':
+        from ..core.seg_keras import read_keras_meta, read_keras_weights
+
+        arrays = [a for layer in read_keras_weights(weights).values() for a in layer.values()]
+        return read_keras_meta(weights), sum(a.size for a in arrays), str(arrays[0].dtype)
     ckpt = torch.load(weights, map_location='cpu', weights_only=True)
-    meta = ckpt.get('synthbids', {})
+    tensors = list(ckpt['model_state_dict'].values())
+    dtype = str(tensors[0].dtype).replace('torch.', '')
+    return ckpt.get('synthbids', {}), sum(t.numel() for t in tensors), dtype
+
+
+def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
+    meta, params, dtype = _read(weights)
     recipe = meta.get('recipe', {})
-    params = sum(t.numel() for t in ckpt['model_state_dict'].values())
-    dtype = next(iter(ckpt['model_state_dict'].values())).dtype
     task = meta.get('task', '?')
     net = meta.get('net', {})
     gen = recipe.get('generator', {})
+    layout = 'SynthSeg (Keras layer names)' if task == 'seg' else 'SynthStrip (official keys)'
+    grid = meta.get('conform') or {'voxsize': meta.get('voxsize')}
     lines = [
         f'# Model card: `{weights.name}` ({name})',
         '',
         f'* **Task**: {task} — trained by synthbids with `synthbids-train {task}`.',
         f'* **SHA-256**: `{sha256}`; {weights.stat().st_size / 1e6:.2f} MB, {params:,} '
-        f'parameters stored as {str(dtype).replace("torch.", "")}.',
-        f'* **Architecture**: SynthStrip U-Net layout (official key names), {net.get("levels")} '
-        f'poolings, {net.get("features")} features doubling to {net.get("max_features")}.',
-        f'* **Inference grid**: {json.dumps(meta.get("conform", {}))}.',
+        f'parameters stored as {dtype}.',
+        f'* **Architecture**: {layout} U-Net, {net.get("levels")} poolings, '
+        f'{net.get("features")} features doubling to {net.get("max_features")}.',
+        f'* **Inference grid**: {json.dumps(grid)}.',
         f'* **Iterations**: {meta.get("iterations")} (batch 1, crops of '
         f'{recipe.get("crop")} voxels at {recipe.get("voxsize")} mm), Adam, '
         f'lr {recipe.get("lr")}.',

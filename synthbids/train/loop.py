@@ -121,9 +121,11 @@ def export(task: Task, net, path: Path, step: int, recipe: dict, metrics: dict) 
     """Write deployable weights (official format + synthbids metadata) atomically."""
     meta = task.export_meta(step, recipe)
     meta['validation'] = metrics
-    tmp = path.with_suffix('.tmp')
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    torch.save({'model_state_dict': state, 'synthbids': meta}, tmp)
+    tmp = path.with_name(f'.{path.name}.tmp')
+    was_training = net.training
+    net.eval()
+    task.save_weights(net, tmp, meta)
+    net.train(was_training)
     os.replace(tmp, path)
 
 
@@ -180,7 +182,7 @@ def train(
             tmp,
         )
         os.replace(tmp, state_path)
-        export(task, net, out / 'last.pt', step, recipe, {})
+        export(task, net, out / f'last{task.suffix}', step, recipe, {})
 
     stream = SampleStream(task, generator, config.seed, step)
     loader = torch.utils.data.DataLoader(
@@ -223,7 +225,7 @@ def train(
                 )
                 if better:
                     best = scores[metric]
-                    export(task, net, out / 'best.pt', step, recipe, scores)
+                    export(task, net, out / f'best{task.suffix}', step, recipe, scores)
             if step % config.save_every == 0:
                 save()
     except KeyboardInterrupt:

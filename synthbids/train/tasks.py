@@ -5,7 +5,9 @@
   with the official key layout, plus a ``'synthbids'`` entry (conform settings, recipe).
 * ``head``: the same U-Net with one output per head tissue (brain, CSF, bone, skin, eyes,
   other soft tissue, background), trained with soft Dice; same export format.
-* ``seg``: SynthSeg's 33 labels with soft Dice (needs the segmentation network).
+* ``seg``: SynthSeg 2.0's 33 labels with soft Dice over all labels; a SynthSeg U-Net
+  exported as a Keras-layout ``.h5`` (what ``mri_synthseg`` and our loader read), with the
+  metadata (voxel size, recipe) as a root attribute.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ class NetConfig:
     max_features: int = 64
     levels: int = 6  # poolings; the input must be a multiple of 2**levels
     convs: int = 2
+
+    def seg_layout(self, outputs: int) -> dict:
+        """SynthSeg's U-Net: ``levels`` poolings, skips concatenated at every level."""
+        feats = [min(self.features * 2**lv, self.max_features) for lv in range(self.levels + 1)]
+        encoder = [[f] * self.convs for f in feats]
+        decoder = [[f] * self.convs for f in feats[::-1][1:]]
+        return {'in_channels': 1, 'n_labels': outputs, 'encoder': encoder, 'decoder': decoder}
 
     def strip_layout(self, outputs: int = 1) -> dict:
         feats = [min(self.features * 2**lv, self.max_features) for lv in range(self.levels + 1)]
@@ -61,9 +70,16 @@ def he_init(net: torch.nn.Module, slope: float = 0.2) -> torch.nn.Module:
 def soft_dice_loss(
     logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, eps: float = 1e-7
 ) -> torch.Tensor:
-    """1 - mean over classes (background included) of 2 sum(gp) / (sum(g^2) + sum(p^2))."""
-    prob = torch.softmax(logits, dim=1)
-    onehot = F.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3).to(prob)
+    """Soft Dice loss of logits (see :func:`soft_dice`)."""
+    return soft_dice(torch.softmax(logits, dim=1), target, weight, eps)
+
+
+def soft_dice(
+    prob: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, eps: float = 1e-7
+) -> torch.Tensor:
+    """SynthSeg's loss: 1 - mean over classes (background included) of
+    2 sum(gp) / (sum(g^2) + sum(p^2))."""
+    onehot = F.one_hot(target, prob.shape[1]).permute(0, 4, 1, 2, 3).to(prob)
     w = weight[:, None].to(prob)
     dims = (0, 2, 3, 4)
     inter = (prob * onehot * w).sum(dims)
@@ -100,6 +116,14 @@ class Task:
 
     #: name of the validation metric used to keep the best weights, and whether higher is better
     select = ('dice', True)
+
+    #: file suffix of exported weights
+    suffix = '.pt'
+
+    def save_weights(self, net, path, meta: dict) -> None:
+        """Official SynthStrip format plus our metadata."""
+        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        torch.save({'model_state_dict': state, 'synthbids': meta}, path)
 
     def export_meta(self, step: int, recipe: dict) -> dict:
         return {
@@ -190,6 +214,38 @@ def conform_meta(voxsize: float) -> dict:
         'max_shape': int(round(320 / voxsize)),
         'interp': 'linear' if voxsize > 1 else 'nearest',
     }
+
+
+@dataclass
+class SegTask(Task):
+    """SynthSeg 2.0 labels with SynthSeg's U-Net (ELU + BatchNorm), soft Dice."""
+
+    suffix = '.h5'
+
+    def make_net(self):
+        from ..core.seg_nets import SegUNet
+
+        return SegUNet(**self.net_config.seg_layout(len(SEG_LABELS_V2)))
+
+    def target(self, sample):
+        return seg_target(sample.indices, self.tables)[None]
+
+    def loss(self, pred, target, weight):
+        return soft_dice(pred, target, weight)  # SegUNet.forward returns probabilities
+
+    def metrics(self, pred, target, weight):
+        return seg_metrics(pred, target, weight)
+
+    def save_weights(self, net, path, meta):
+        from ..core.seg_keras import write_keras_h5
+
+        write_keras_h5(net, path, prefix='unet_', meta=meta)
+
+    def export_meta(self, step, recipe):
+        meta = super().export_meta(step, recipe)
+        meta['voxsize'] = self.voxsize
+        meta['labels'] = SEG_LABELS_V2
+        return meta
 
 
 def brain_weight(sample: Sample) -> torch.Tensor:

@@ -114,3 +114,25 @@ def test_fine_tuning_starts_from_given_weights(maps, tmp_path, capsys):
     assert b['synthbids']['recipe']['init'].endswith('last.pt')
     for key, value in a.items():
         assert torch.equal(value, b['model_state_dict'][key])
+
+
+def test_seg_training_exports_keras_weights_that_the_seg_pipeline_loads(maps, tmp_path):
+    from synthbids.core.seg_keras import read_keras_meta
+    from synthbids.core.segment import load_seg_model, segment
+
+    seg = args(maps, tmp_path / 'seg', 2)
+    seg[0] = 'seg'
+    seg[seg.index('--voxsize') + 1] = '2'
+    assert main(seg) == 0
+    best = tmp_path / 'seg' / 'best.h5'
+    meta = read_keras_meta(best)
+    assert meta['task'] == 'seg' and meta['voxsize'] == 2.0 and len(meta['labels']) == 33
+    model = load_seg_model(best)
+    assert model.voxsize == 2.0
+    img = nib.Nifti1Image(
+        np.random.default_rng(1).random((30, 34, 28)).astype(np.float32), np.eye(4)
+    )
+    img.to_filename(tmp_path / 'head.nii.gz')
+    result = segment(tmp_path / 'head.nii.gz', model, fast=True)
+    assert result.labels.shape == (30, 34, 28)
+    assert 'total intracranial' in result.volumes
