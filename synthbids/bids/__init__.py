@@ -1,0 +1,1 @@
+"""BIDS input and output: finding images, naming derivatives, dataset-level files."""

@@ -1,0 +1,109 @@
+"""Dataset-level files of the derivatives: description, ``.bidsignore``, label tables, desc
+labels. Written (atomically, identically) by every participant job and the group job."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .files import write_json, write_text, write_tsv
+
+CODE_URL = 'https://github.com/synthbids/synthbids'
+BIDS_VERSION = '1.10.0'
+
+#: Files the BIDS schema does not describe (reports, logs, per-image tables, PET/CT extras).
+#: Each folder pattern is given in gitignore form (bids-validator) and in the fnmatch form
+#: that bidsschematools applies to full paths.
+BIDSIGNORE = (
+    '*.html',
+    'logs/',
+    '*/logs/*',
+    '*/figures/*',
+    '*/log/*',
+    '*_volumes.tsv',
+    '*_volumes.json',
+    '*_qc.tsv',
+    '*_qc.json',
+    'group_*.tsv',
+    'group_*.json',
+    '*/pet/*_mask.*',
+    '*/pet/*_dseg.*',
+    '*/pet/*_probseg.*',
+    '*/ct/*',
+)
+
+#: ``desc-`` labels used by synthbids (BIDS 1.9 ``descriptions.tsv``).
+DESCRIPTIONS = {
+    'brain': 'Brain extracted by SynthStrip: the brain mask (mask) or the input image with '
+    'every voxel outside the mask set to the fill value (contrast suffixes).',
+}
+
+
+def dataset_description(
+    version: str, bids_dir: Path, raw_description: dict, environ: dict | None = None
+) -> dict:
+    """The derivative ``dataset_description.json`` (GeneratedBy, SourceDatasets, links)."""
+    environ = os.environ if environ is None else environ
+    generated = {
+        'Name': 'synthbids',
+        'Version': version,
+        'CodeURL': CODE_URL,
+        'Description': 'Skull stripping (SynthStrip) and whole-brain segmentation (SynthSeg) '
+        're-implemented in PyTorch.',
+    }
+    container_type = environ.get('SYNTHBIDS_CONTAINER_TYPE')
+    if container_type:
+        container = {'Type': container_type}
+        tag = environ.get('SYNTHBIDS_CONTAINER_TAG')
+        if tag:
+            container['Tag'] = tag
+        generated['Container'] = container
+    source = {'URL': Path(bids_dir).resolve().as_uri()}
+    if raw_description.get('DatasetDOI'):
+        doi = str(raw_description['DatasetDOI'])
+        source['DOI'] = doi if doi.startswith('doi:') else f'doi:{doi}'
+    if raw_description.get('Version'):
+        source['Version'] = str(raw_description['Version'])
+    desc = {
+        'Name': f'synthbids outputs for {raw_description.get("Name", Path(bids_dir).name)}',
+        'BIDSVersion': BIDS_VERSION,
+        'DatasetType': 'derivative',
+        'GeneratedBy': [generated],
+        'SourceDatasets': [source],
+        'DatasetLinks': {'raw': Path(bids_dir).resolve().as_uri()},
+        'HowToAcknowledge': 'Cite SynthStrip and SynthSeg and describe the processing with '
+        'the boilerplate in logs/CITATION.md.',
+    }
+    if raw_description.get('License'):
+        desc['License'] = raw_description['License']
+    return desc
+
+
+def write_dataset_files(
+    output_dir: Path,
+    *,
+    version: str,
+    bids_dir: Path,
+    raw_description: dict,
+    lookup_tables: dict[str, list[dict]] | None = None,
+) -> list[Path]:
+    """Write the dataset-level files; ``lookup_tables`` maps a ``seg-`` label to LUT rows."""
+    output_dir = Path(output_dir)
+    written = [
+        write_json(
+            output_dir / 'dataset_description.json',
+            dataset_description(version, bids_dir, raw_description),
+        ),
+        write_text(output_dir / '.bidsignore', '\n'.join(BIDSIGNORE) + '\n'),
+        write_tsv(
+            output_dir / 'descriptions.tsv',
+            ['desc_id', 'description'],
+            [{'desc_id': k, 'description': v} for k, v in DESCRIPTIONS.items()],
+        ),
+    ]
+    for seg, rows in (lookup_tables or {}).items():
+        columns = [
+            c for c in ('index', 'name', 'abbreviation', 'color') if any(c in r for r in rows)
+        ]
+        written.append(write_tsv(output_dir / f'seg-{seg}_dseg.tsv', columns, rows))
+    return written

@@ -1,0 +1,134 @@
+"""Settings of one ``synthbids`` run: frozen dataclasses built once by the CLI.
+
+Everything a run depends on lives here and is passed explicitly to the workflow factories
+(no global configuration module). A copy is written as TOML to
+``<output_dir>/sub-<label>/log/<run_uuid>/synthbids.toml`` for provenance.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+#: SynthSeg's recommended threshold: QC scores below it suggest a failed structure.
+QC_THRESHOLD = 0.65
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which networks run, with which options (everything that changes the results)."""
+
+    strip_model: Path | None = None  # resolved weights file (the CLI resolves defaults)
+    seg_model: Path | None = None
+    no_csf: bool = False
+    border: float = 1.0
+    segment: bool = True
+    parc: bool = False
+    robust: bool = False
+    fast: bool = False
+    qc: bool = True
+    posteriors: bool = False
+    keepgeom: bool = False
+
+    @property
+    def seg_label(self) -> str:
+        """The ``seg-`` entity of the segmentation this configuration produces."""
+        return 'aparcaseg' if self.parc else 'aseg'
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """Where things are, which data are selected, and the run's identity."""
+
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str
+    work_dir: Path
+    run_uuid: str
+    participant_label: tuple[str, ...] = ()
+    session_label: tuple[str, ...] = ()
+    bids_filters: dict = field(default_factory=dict)
+    bids_database_dir: Path | None = None
+    skip_bids_validation: bool = False
+    reports_only: bool = False
+    verbose: int = 0
+    version: str = '0+unknown'
+
+
+@dataclass(frozen=True)
+class NipypeSettings:
+    """How the graph is executed (does not change results: never part of node hashes)."""
+
+    plugin: str = 'MultiProc'
+    plugin_args: dict = field(default_factory=dict)
+    nprocs: int = 1
+    omp_nthreads: int = 1
+    mem_gb: float | None = None
+    gpu: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    execution: ExecutionSettings
+    models: ModelSettings = field(default_factory=ModelSettings)
+    nipype: NipypeSettings = field(default_factory=NipypeSettings)
+
+
+def new_run_uuid(now: datetime.datetime | None = None) -> str:
+    """``YYYYmmdd-HHMMSS_<uuid4>``, as the NiPreps name their runs."""
+    now = now or datetime.datetime.now()
+    return f'{now:%Y%m%d-%H%M%S}_{uuid.uuid4()}'
+
+
+def to_toml(settings: Settings) -> str:
+    """Serialise ``settings`` as TOML (one table per section; ``None`` values are omitted)."""
+    lines = ['# synthbids run settings', '']
+    for f in fields(settings):
+        section = getattr(settings, f.name)
+        lines.append(f'[{f.name}]')
+        nested = []
+        for key, value in asdict(section).items():
+            if value is None:
+                continue
+            if isinstance(value, dict):
+                nested.append((key, value))
+                continue
+            lines.append(f'{key} = {_toml_value(value)}')
+        for key, value in nested:
+            lines.append('')
+            lines.append(f'[{f.name}.{key}]')
+            for k, v in value.items():
+                lines.append(f'{_toml_key(k)} = {_toml_value(v)}')
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def _toml_key(key) -> str:
+    key = str(key)
+    if key.replace('_', '').replace('-', '').isalnum():
+        return key
+    return _toml_value(key)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str):
+        escaped = value.replace('\\', '\\\\').replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list | tuple):
+        return '[' + ', '.join(_toml_value(v) for v in value) + ']'
+    if isinstance(value, dict):
+        inner = ', '.join(f'{_toml_key(k)} = {_toml_value(v)}' for k, v in value.items())
+        return '{ ' + inner + ' }'
+    if value is None:  # TOML has no null (e.g. a BIDS filter asking for an absent entity)
+        return '"null"'
+    if is_dataclass(value):
+        return _toml_value(asdict(value))
+    return _toml_value(str(value))

@@ -1,0 +1,1 @@
+"""Visual reports: pure plotting functions, subject and group report assembly."""

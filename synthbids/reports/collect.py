@@ -1,0 +1,127 @@
+"""Reading a derivatives dataset back: what was produced for each source image.
+
+Reports and the group level read only the derivatives (names, sidecars, tables), never the
+work directory, so they can be rebuilt at any time (``--reports-only``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..bids.files import read_tsv
+from ..bids.naming import SourceImage, figure_relpath, parse_name
+
+SKIPPED_FOLDERS = ('figures', 'log')
+
+
+@dataclass
+class ImageOutputs:
+    """Everything written for one source image (paths relative to the output dir)."""
+
+    source: SourceImage
+    files: list[str] = field(default_factory=list)
+    mask: str | None = None
+    brain: str | None = None
+    dseg: str | None = None
+    probseg: str | None = None
+    volumes: str | None = None
+    qc: str | None = None
+    seg: str | None = None  # seg- label of the segmentation
+    meta: dict[str, dict] = field(default_factory=dict)  # sidecar of each kind
+
+    @property
+    def anchor(self) -> str:
+        return self.source.key
+
+    def figure(self, output_dir: Path, desc: str) -> str | None:
+        rel = figure_relpath(self.source, desc)
+        return rel if (Path(output_dir) / rel).is_file() else None
+
+
+def _source_of(sidecar: Path) -> str | None:
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    for uri in meta.get('Sources', []):
+        if isinstance(uri, str) and uri.startswith('bids:raw:'):
+            return uri[len('bids:raw:') :]
+    return None
+
+
+def collect_outputs(output_dir: Path, subject: str | None = None) -> list[ImageOutputs]:
+    """The outputs of every processed image (of one subject, or all), sorted by source."""
+    output_dir = Path(output_dir)
+    pattern = f'sub-{subject}' if subject else 'sub-*'
+    found: dict[str, ImageOutputs] = {}
+    for subject_dir in sorted(output_dir.glob(pattern)):
+        if not subject_dir.is_dir():
+            continue
+        for sidecar in sorted(subject_dir.rglob('*.json')):
+            rel_parts = sidecar.relative_to(output_dir).parts
+            if any(part in SKIPPED_FOLDERS for part in rel_parts[:-1]):
+                continue
+            src = _source_of(sidecar)
+            if src is None:
+                continue
+            entry = found.setdefault(src, ImageOutputs(SourceImage.from_relpath(src)))
+            _add(entry, output_dir, sidecar)
+    return [found[k] for k in sorted(found)]
+
+
+def _add(entry: ImageOutputs, output_dir: Path, sidecar: Path) -> None:
+    entities, suffix, _ = parse_name(sidecar)
+    stem = sidecar.name[: -len('.json')]
+    data = next((p for p in sorted(sidecar.parent.glob(stem + '.*')) if p.suffix != '.json'), None)
+    if data is None:
+        return
+    rel = data.relative_to(output_dir).as_posix()
+    entry.files += [rel, sidecar.relative_to(output_dir).as_posix()]
+    kind = {
+        'mask': 'mask',
+        'dseg': 'dseg',
+        'probseg': 'probseg',
+        'volumes': 'volumes',
+        'qc': 'qc',
+    }.get(suffix)
+    if kind is None and entities.get('desc') == 'brain':
+        kind = 'brain'
+    if kind is None:
+        return
+    setattr(entry, kind, rel)
+    if kind in ('dseg', 'volumes') and entities.get('seg'):
+        entry.seg = entities['seg']
+    try:
+        entry.meta[kind] = json.loads(sidecar.read_text())
+    except ValueError:
+        entry.meta[kind] = {}
+
+
+def read_volumes(path: Path) -> list[dict]:
+    """Rows ``{index, name, volume}`` of a per-image volume table (volume as float)."""
+    _, rows = read_tsv(path)
+    return [{**r, 'volume': _float(r.get('volume'))} for r in rows]
+
+
+def read_qc(path: Path) -> list[dict]:
+    _, rows = read_tsv(path)
+    return [{**r, 'score': _float(r.get('score'))} for r in rows]
+
+
+def mask_volume(path: Path) -> float:
+    """Volume of a binary mask in mm^3."""
+    import nibabel as nib
+    import numpy as np
+
+    img = nib.load(str(path))
+    voxel = float(np.prod(img.header.get_zooms()[:3]))
+    return float(np.count_nonzero(np.asanyarray(img.dataobj))) * voxel
+
+
+def _float(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,210 @@
+"""The participant report, ``<output_dir>/sub-<label>.html``.
+
+Assembled from the derivatives after the run (figures are linked from
+``sub-<label>/figures/``, not embedded, so large studies stay light): a summary, one section
+per image (mask and segmentation mosaics, QC scores with flags, volumes, weights, files),
+the methods boilerplate and the errors of the run (crash files).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import traceback
+from datetime import datetime
+from pathlib import Path
+
+from ..bids.files import write_text
+from ..config import QC_THRESHOLD
+from .collect import ImageOutputs, collect_outputs, mask_volume, read_qc, read_volumes
+from .templates import render
+
+log = logging.getLogger(__name__)
+
+#: Volumes shown in the main table (all are in the collapsible full table).
+KEY_VOLUMES = (
+    'total intracranial',
+    'left cerebral white matter',
+    'right cerebral white matter',
+    'left cerebral cortex',
+    'right cerebral cortex',
+    'left lateral ventricle',
+    'right lateral ventricle',
+    'left hippocampus',
+    'right hippocampus',
+)
+
+
+def generate_reports(
+    output_dir: Path, subjects, run_uuid: str | None = None, work_dir: Path | None = None
+) -> list[str]:
+    """Write the report of every subject; returns those whose report failed.
+
+    A failure is logged to ``logs/report-<run_uuid>-<subject>.err`` and does not stop the
+    other reports.
+    """
+    failed = []
+    for subject in subjects:
+        try:
+            generate_subject_report(output_dir, subject, run_uuid, work_dir)
+        except Exception as err:  # a report must never hide the others
+            failed.append(subject)
+            log.error('report of sub-%s failed: %s', subject, err)
+            err_file = Path(output_dir) / 'logs' / f'report-{run_uuid}-{subject}.err'
+            try:
+                write_text(err_file, traceback.format_exc())
+            except Exception:  # noqa: S110 - nothing more we can do
+                pass
+    return failed
+
+
+def generate_subject_report(
+    output_dir: Path, subject: str, run_uuid: str | None = None, work_dir: Path | None = None
+) -> Path:
+    output_dir = Path(output_dir)
+    images = collect_outputs(output_dir, subject)
+    log_dir = _log_dir(output_dir, subject, run_uuid)
+    sections = [_image_section(output_dir, image) for image in images]
+    flagged = sum(s['n_flagged'] for s in sections)
+    settings = ''
+    if log_dir is not None and (log_dir / 'synthbids.toml').is_file():
+        settings = (log_dir / 'synthbids.toml').read_text()
+    citation = output_dir / 'logs' / 'CITATION.md'
+    context = {
+        'title': f'sub-{subject}',
+        'subject': subject,
+        'sessions': sorted({im.source.session for im in images if im.source.session}),
+        'images': sections,
+        'n_flagged': flagged,
+        'threshold': QC_THRESHOLD,
+        'version': _version(output_dir),
+        'run_uuid': log_dir.name if log_dir is not None else (run_uuid or 'unknown'),
+        'date': datetime.now().strftime('%Y-%m-%d %H:%M'),
+        'boilerplate': markdown(citation.read_text()) if citation.is_file() else '',
+        'errors': _errors(log_dir, work_dir),
+        'settings': settings,
+    }
+    out = output_dir / f'sub-{subject}.html'
+    write_text(out, render('subject.html.j2', **context))
+    return out
+
+
+def _image_section(output_dir: Path, image: ImageOutputs) -> dict:
+    volumes = read_volumes(output_dir / image.volumes) if image.volumes else []
+    qc = read_qc(output_dir / image.qc) if image.qc else []
+    n_flagged = sum(1 for r in qc if r['score'] is not None and r['score'] < QC_THRESHOLD)
+    weights = []
+    for kind in ('mask', 'dseg'):
+        meta = image.meta.get(kind, {})
+        for w in meta.get('ModelWeights', []):
+            weights.append({'model': meta.get('ModelName', ''), **w})
+    settings = {}
+    for kind in ('mask', 'dseg'):
+        settings.update(image.meta.get(kind, {}).get('ModelSettings', {}))
+    brain_volume = None
+    if image.mask:
+        try:
+            brain_volume = mask_volume(output_dir / image.mask)
+        except Exception:  # unreadable mask: shown as missing
+            brain_volume = None
+    return {
+        'name': image.source.bids_name,
+        'anchor': image.anchor,
+        'source': image.source.relpath,
+        'suffix': image.source.suffix,
+        'session': image.source.session,
+        'mask_figure': image.figure(output_dir, 'brainmask'),
+        'seg_figure': image.figure(output_dir, image.seg) if image.seg else None,
+        'seg': image.seg,
+        'qc': qc,
+        'n_flagged': n_flagged,
+        'key_volumes': [v for v in volumes if v['name'] in KEY_VOLUMES],
+        'volumes': volumes,
+        'brain_volume': brain_volume,
+        'weights': weights,
+        'settings': settings,
+        'files': image.files,
+    }
+
+
+def _log_dir(output_dir: Path, subject: str, run_uuid: str | None) -> Path | None:
+    logs = output_dir / f'sub-{subject}' / 'log'
+    if run_uuid and (logs / run_uuid).is_dir():
+        return logs / run_uuid
+    runs = sorted(p for p in logs.glob('*') if p.is_dir()) if logs.is_dir() else []
+    return runs[-1] if runs else None
+
+
+def _errors(log_dir: Path | None, work_dir: Path | None) -> list[dict]:
+    """Crash files of the run: the failed node, the last error line and the whole text."""
+    if log_dir is None:
+        return []
+    out = []
+    for crash in sorted(log_dir.glob('crash-*')):
+        text = crash.read_text(errors='replace')
+        if work_dir is not None:
+            text = text.replace(str(work_dir), '<workdir>')
+        node = re.search(r'^Node: (.+)$', text, re.M)
+        lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+        error_lines = [ln for ln in lines if re.match(r'^\w*(Error|Exception)\b', ln.strip())]
+        out.append(
+            {
+                'file': crash.name,
+                'node': node.group(1) if node else crash.name,
+                'summary': (error_lines[-1] if error_lines else lines[-1] if lines else ''),
+                'text': text,
+            }
+        )
+    return out
+
+
+def _version(output_dir: Path) -> str:
+    import json
+
+    try:
+        desc = json.loads((output_dir / 'dataset_description.json').read_text())
+        return desc['GeneratedBy'][0]['Version']
+    except (OSError, ValueError, KeyError, IndexError):
+        from .. import __version__
+
+        return __version__
+
+
+def markdown(text: str) -> str:
+    """A small Markdown subset to HTML: headings, lists, paragraphs, emphasis and links."""
+    out, para, items = [], [], []
+
+    def inline(s: str) -> str:
+        s = html.escape(s, quote=False)
+        s = re.sub(r'\[([^\]]+)\]\((https?://[^)\s]+)\)', r'<a href="\2">\1</a>', s)
+        s = re.sub(r'\*([^*]+)\*', r'<em>\1</em>', s)
+        return s
+
+    def flush():
+        if para:
+            out.append('<p>' + inline(' '.join(para)) + '</p>')
+            para.clear()
+        if items:
+            out.append('<ul>' + ''.join(f'<li>{inline(i)}</li>' for i in items) + '</ul>')
+            items.clear()
+
+    for line in text.splitlines():
+        stripped = line.strip()
+        heading = re.match(r'^(#{1,6})\s+(.*)$', stripped)
+        if heading:
+            flush()
+            level = min(len(heading.group(1)) + 2, 6)
+            out.append(f'<h{level}>{inline(heading.group(2))}</h{level}>')
+        elif stripped.startswith('- '):
+            if para:
+                flush()
+            items.append(stripped[2:])
+        elif not stripped:
+            flush()
+        else:
+            if items:
+                flush()
+            para.append(stripped)
+    flush()
+    return '\n'.join(out)

@@ -1,0 +1,245 @@
+"""``synthbids`` through ``main(argv)``: exit codes, guards and one-line messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import tomllib
+
+from synthbids import __version__
+from synthbids.cli.run import build_settings, get_parser, main, parse_memory
+from synthbids.config import to_toml
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version_and_help(capsys):
+    assert run(['--version'], capsys)[:2] == (0, f'synthbids {__version__}\n')
+    code, out, _ = run(['--help'], capsys)
+    assert code == 0 and 'participant' in out and '--participant-label' in out
+    assert 'Exit codes: 0 success' in ' '.join(out.split())
+
+
+def test_usage_errors_exit_64(bids_dataset, tmp_path, capsys):
+    code, _, err = run([bids_dataset, tmp_path / 'o', 'participant', '--bogus'], capsys)
+    assert code == 64 and 'unrecognized arguments: --bogus' in err
+    code, _, err = run([bids_dataset], capsys)
+    assert code == 64 and 'required' in err
+    code, _, err = run([bids_dataset, tmp_path / 'o', 'participant', '--mem', 'lots'], capsys)
+    assert (code, err.strip()) == (
+        64,
+        "synthbids: error: --mem: cannot read 'lots' (e.g. 16G, 16000M)",
+    )
+    plugin = tmp_path / 'p.yml'
+    plugin.write_text('plugin_args: {}\n')
+    code, _, err = run(
+        [bids_dataset, tmp_path / 'o', 'participant', '--use-plugin', plugin], capsys
+    )
+    assert code == 64 and 'expected "plugin:' in err
+    code, _, err = run([bids_dataset, tmp_path / 'o', 'participant', '--no-seg', '--parc'], capsys)
+    assert code == 64 and '--no-seg cannot be combined' in err
+
+
+def test_unknown_level_exits_17(bids_dataset, tmp_path, capsys):
+    code, _, err = run([bids_dataset, tmp_path / 'o', 'session'], capsys)
+    assert code == 17 and "unknown analysis level 'session'" in err
+
+
+def test_missing_or_non_bids_input_exits_66(tmp_path, capsys):
+    code, _, err = run([tmp_path / 'nope', tmp_path / 'o', 'participant'], capsys)
+    assert code == 66 and err.strip().endswith('input dataset not found')
+    (tmp_path / 'plain').mkdir()
+    code, _, err = run([tmp_path / 'plain', tmp_path / 'o', 'participant'], capsys)
+    assert code == 66 and 'not a BIDS dataset (no dataset_description.json)' in err
+
+
+@pytest.mark.parametrize(
+    ('output', 'work', 'message'),
+    [
+        ('.', None, 'cannot be the input dataset'),
+        ('sub-01/out', None, 'inside the input dataset'),
+        ('..', None, 'contains the input dataset'),
+        ('../out', 'work', 'work folder is inside the input dataset'),
+    ],
+)
+def test_never_writes_into_the_input_dataset(
+    bids_dataset, tmp_path, capsys, output, work, message
+):
+    argv = [bids_dataset, (bids_dataset / output).resolve(), 'participant']
+    if work:
+        argv += ['-w', bids_dataset / work]
+    before = sorted(p.relative_to(bids_dataset) for p in bids_dataset.rglob('*'))
+    code, _, err = run(argv, capsys)
+    assert code == 73 and message in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.relative_to(bids_dataset) for p in bids_dataset.rglob('*')) == before
+
+
+def test_derivatives_folder_of_the_dataset_is_allowed(bids_dataset, tmp_path):
+    args = get_parser().parse_args(
+        [
+            str(bids_dataset),
+            str(bids_dataset / 'derivatives/synthbids'),
+            'participant',
+            '-w',
+            str(tmp_path / 'w'),
+        ]
+    )
+    assert build_settings(args).execution.output_dir == bids_dataset / 'derivatives/synthbids'
+
+
+def test_filters_that_select_nothing_exit_18(bids_dataset, tmp_path, capsys):
+    argv = [bids_dataset, tmp_path / 'o', 'participant', '-w', tmp_path / 'w']
+    code, _, err = run([*argv, '--participant-label', 'sub-07'], capsys)
+    assert code == 18 and 'participant label(s) not found' in err and 'sub-07' in err
+    filters = tmp_path / 'filters.json'
+    filters.write_text(json.dumps({'t1w': {'run': '5'}, 't2w': {'run': '5'}}))
+    code, _, err = run([*argv, '--participant-label', '01', '--bids-filter-file', filters], capsys)
+    assert code == 18 and 'no images to process' in err and 'BIDS filter file' in err
+    assert not (tmp_path / 'o').exists()  # nothing written before the selection is known
+
+
+def test_missing_default_weights_fail_with_the_weights_message(bids_dataset, tmp_path, capsys):
+    code, _, err = run([bids_dataset, tmp_path / 'o', 'participant', '-w', tmp_path / 'w'], capsys)
+    assert code == 66
+    assert err.startswith('synthbids: error: no SynthStrip weights found')
+    assert 'synthbids-models fetch synthstrip' in err and 'pass the file with --strip-model' in err
+    assert not (tmp_path / 'o').exists()
+
+
+def test_missing_seg_weights(bids_dataset, tmp_path, tiny_strip_ckpt, capsys):
+    code, _, err = run(
+        [
+            bids_dataset,
+            tmp_path / 'o',
+            'participant',
+            '-w',
+            tmp_path / 'w',
+            '--strip-model',
+            tiny_strip_ckpt,
+        ],
+        capsys,
+    )
+    assert code == 66 and 'no SynthSeg 2.0 weights found' in err and '--seg-model' in err
+
+
+def test_settings_and_their_toml(bids_dataset, tmp_path, tiny_strip_ckpt):
+    filters = tmp_path / 'f.json'
+    filters.write_text(json.dumps({'t1w': {'acquisition': None}}))
+    args = get_parser().parse_args(
+        [
+            str(bids_dataset),
+            str(tmp_path / 'o'),
+            'participant',
+            '--participant_label',
+            'sub-01',
+            '02',
+            '--session-label',
+            'ses-1',
+            '--nprocs',
+            '4',
+            '--mem',
+            '8G',
+            '--gpu',
+            '--parc',
+            '--robust',
+            '--fast',
+            '--no-csf',
+            '--strip-model',
+            str(tiny_strip_ckpt),
+            '--bids-filter-file',
+            str(filters),
+            '-w',
+            str(tmp_path / 'w'),
+        ]
+    )
+    s = build_settings(args)
+    assert s.execution.participant_label == ('01', '02')
+    assert s.execution.session_label == ('1',)
+    assert s.nipype.omp_nthreads == 3 and s.nipype.mem_gb == 8.0
+    assert s.nipype.plugin_args == {
+        'n_procs': 4,
+        'raise_insufficient': False,
+        'mp_context': 'forkserver',
+        'memory_gb': 8.0,
+        'n_gpu_procs': 1,
+    }
+    assert s.models.seg_label == 'aparcaseg' and s.models.strip_model == tiny_strip_ckpt
+    assert s.execution.run_uuid[8] == '-' and len(s.execution.run_uuid) == 15 + 1 + 36
+    data = tomllib.loads(to_toml(s))
+    assert data['models']['robust'] is True and data['nipype']['gpu'] is True
+    assert data['execution']['bids_filters'] == {'t1w': {'acquisition': 'null'}}
+    with pytest.raises(AttributeError):
+        s.models.parc = False  # frozen
+
+
+def test_memory_units():
+    assert parse_memory('16G') == 16 and parse_memory('16gb') == 16
+    assert parse_memory('16000M') == 16 and parse_memory('16000') == 16
+    assert parse_memory('1.5T') == 1500
+
+
+def test_reports_only_rebuilds_reports_without_running(bids_dataset, tmp_path, capsys):
+    out = tmp_path / 'o'
+    (out / 'sub-01').mkdir(parents=True)
+    code, _, _ = run(
+        [bids_dataset, out, 'participant', '--reports-only', '-w', tmp_path / 'w'], capsys
+    )
+    assert code == 0 and (out / 'sub-01.html').is_file()
+    assert not (tmp_path / 'w').exists()
+
+
+def test_group_without_outputs_exits_66(bids_dataset, tmp_path, capsys):
+    code, _, err = run([bids_dataset, tmp_path / 'o', 'group'], capsys)
+    assert code == 66 and 'run the participant level first' in err
+    (tmp_path / 'o').mkdir()
+    code, _, err = run([bids_dataset, tmp_path / 'o', 'group'], capsys)
+    assert code == 66 and 'no participant outputs found' in err
+
+
+def test_gpu_without_cuda_fails_before_running(bids_dataset, tmp_path, tiny_strip_ckpt, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip('a CUDA device is available here')
+    code, _, err = run(
+        [
+            bids_dataset,
+            tmp_path / 'o',
+            'participant',
+            '-w',
+            tmp_path / 'w',
+            '--strip-model',
+            tiny_strip_ckpt,
+            '--no-seg',
+            '--gpu',
+        ],
+        capsys,
+    )
+    assert code == 1 and '--gpu was given but no CUDA device is available' in err
+    assert not (tmp_path / 'w').exists()
+
+
+def test_seg_model_folder_must_hold_the_official_file(
+    bids_dataset, tmp_path, tiny_strip_ckpt, capsys
+):
+    (tmp_path / 'models').mkdir()
+    argv = [
+        bids_dataset,
+        tmp_path / 'o',
+        'participant',
+        '-w',
+        tmp_path / 'w',
+        '--strip-model',
+        tiny_strip_ckpt,
+        '--seg-model',
+        tmp_path / 'models',
+    ]
+    code, _, err = run(argv, capsys)
+    assert code == 66 and 'models/synthseg_2.0.h5: no such model file' in err
+    code, _, err = run([*argv, '--robust'], capsys)
+    assert code == 66 and 'synthseg_robust_2.0.h5: no such model file' in err

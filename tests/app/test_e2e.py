@@ -1,0 +1,228 @@
+"""End to end, as a user runs it: participant, then group, on a small BIDS dataset.
+
+The networks are tiny (a threshold-wired SynthStrip; 4-feature SynthSeg 2.0 and QC networks in
+the official Keras layout, ``tests/seg_fixtures.py``), so the test measures the app under
+MultiProc as users run it: outputs and their names against the BIDS schema and the committed
+list ``tests/data/expected_outputs.txt``, reports rendered in Chromium, and reuse of every
+finished node when the same work directory is given again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthbids.cli.run import main
+from tests.app import browser
+from tests.app.bids_schema import invalid_files
+
+EXPECTED = Path(__file__).resolve().parents[1] / 'data' / 'expected_outputs.txt'
+UUID = re.compile(r'\d{8}-\d{6}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}')
+
+
+def listing(root: Path) -> list[str]:
+    """Every file under ``root`` (dot files included), run identifiers replaced."""
+    out = set()
+    for path in root.rglob('*'):
+        if path.is_file():
+            out.add(UUID.sub('<run_uuid>', path.relative_to(root).as_posix()))
+    return sorted(out)
+
+
+def node_results(work: Path) -> dict[str, float]:
+    """Modification time of every node's result file, by node folder."""
+    return {
+        p.parent.relative_to(work).as_posix(): p.stat().st_mtime_ns
+        for p in work.rglob('result_*.pklz')
+    }
+
+
+def test_participant_then_group(bids_dataset, tmp_path, tiny_strip_ckpt, tiny_seg_models, capsys):
+    """Participant (twice, same work folder) then group: 3 participants, a session, T1w+T2w."""
+    participant_then_group(bids_dataset, tmp_path, tiny_strip_ckpt, tiny_seg_models, capsys)
+
+
+def participant_then_group(bids_dataset, tmp_path, strip_model, seg_model, capsys):
+    out, work = tmp_path / 'derivatives' / 'synthbids', tmp_path / 'work'
+    argv = [
+        str(bids_dataset),
+        str(out),
+        'participant',
+        '--strip-model',
+        str(strip_model),
+        '--seg-model',
+        str(seg_model),
+        '--posteriors',
+        '--fast',
+        '-w',
+        str(work),
+        '--nprocs',
+        '2',
+        '--omp-nthreads',
+        '1',
+    ]
+    before = listing(bids_dataset)
+    assert main(argv) == 0, capsys.readouterr().err
+    first = node_results(work)
+    assert len(first) == 6 * 11  # strip, seg, the LabelMap node and 8 datasinks per image
+
+    # a second run with the same work directory reuses every computing node
+    assert main(argv) == 0, capsys.readouterr().err
+    second = node_results(work)
+    assert second.keys() == first.keys()
+    computed = [k for k in first if not k.rsplit('/', 1)[1].startswith('ds_')]
+    assert len(computed) == 6 * 3
+    assert [k for k in computed if second[k] != first[k]] == []
+    rewritten = [k for k in first if second[k] != first[k]]
+    assert all(k.rsplit('/', 1)[1].startswith('ds_') for k in rewritten)  # sinks always run
+
+    assert main([str(bids_dataset), str(out), 'group']) == 0
+    assert listing(bids_dataset) == before, 'the input dataset was modified'
+
+    # every output, by name: the committed list and the BIDS schema
+    files = listing(out)
+    if os.environ.get('SYNTHBIDS_UPDATE_EXPECTED'):
+        EXPECTED.write_text('\n'.join(files) + '\n')
+    expected = EXPECTED.read_text().split()
+    assert files == expected, (
+        f'unexpected: {sorted(set(files) - set(expected))}; '
+        f'missing: {sorted(set(expected) - set(files))}'
+    )
+    assert invalid_files(out) == []
+
+    check_outputs(out)
+    check_reports(out, tmp_path)
+    return out
+
+
+def check_outputs(out: Path) -> None:
+    import json
+
+    import nibabel as nib
+
+    mask = nib.load(out / 'sub-01/anat/sub-01_space-T2w_desc-brain_mask.nii.gz')
+    raw = nib.load(
+        Path(
+            json.loads((out / 'dataset_description.json').read_text())['DatasetLinks']['raw'][
+                len('file://') :
+            ]
+        )
+        / 'sub-01/anat/sub-01_T2w.nii.gz'
+    )
+    assert mask.shape == raw.shape and np.allclose(mask.affine, raw.affine)
+    assert mask.get_data_dtype() == np.uint8 and 0 < np.asanyarray(mask.dataobj).mean() < 1
+
+    side = json.loads((out / 'sub-01/anat/sub-01_space-T2w_desc-brain_T2w.json').read_text())
+    assert side['SkullStripped'] is True
+    assert side['Sources'] == [
+        'bids:raw:sub-01/anat/sub-01_T2w.nii.gz',
+        'bids::sub-01/anat/sub-01_space-T2w_desc-brain_mask.nii.gz',
+    ]
+    assert side['ModelName'] == 'SynthStrip' and len(side['ModelWeights'][0]['SHA256']) == 64
+    assert (
+        json.loads((out / 'sub-01/anat/sub-01_desc-brain_mask.json').read_text())['Type']
+        == 'Brain'
+    )
+    probseg = json.loads(
+        (out / 'sub-03/ses-1/anat/sub-03_ses-1_seg-aseg_probseg.json').read_text()
+    )
+    assert (
+        len(probseg['LabelMap'])
+        == nib.load(out / 'sub-03/ses-1/anat/sub-03_ses-1_seg-aseg_probseg.nii.gz').shape[3]
+    )
+
+    lut = (out / 'seg-aseg_dseg.tsv').read_text().splitlines()
+    assert lut[0] == 'index\tname\tcolor' and len(lut) == 34
+    assert all(re.fullmatch(r'\d+\t\S+\t#[0-9a-f]{6}', row) for row in lut[1:])
+
+    qc = (out / 'group_qc.tsv').read_text().splitlines()
+    header = qc[0].split('\t')
+    assert header[:4] == ['bids_name', 'sub', 'ses', 'suffix'] and header[-1] == 'qc_flags'
+    assert len(qc) == 1 + 6
+    assert all(row.split('\t')[-2] != 'n/a' for row in qc[1:])  # every image has scores
+    vols = (out / 'group_volumes.tsv').read_text().splitlines()
+    assert len(vols) == 1 + 6 and 'total intracranial' in vols[0].split('\t')
+
+    citation = (out / 'logs/CITATION.md').read_text()
+    assert 'SynthStrip' in citation and 'SynthSeg' in citation and 'PNAS' not in citation
+    assert 'doi:10.1016/j.neuroimage.2022.119474' in citation
+    assert 'doi:10.1073/pnas.2216399120' in citation  # QC scores
+
+
+def check_reports(out: Path, tmp_path: Path) -> None:
+    browser.chromium()
+    qc = [row.split('\t') for row in (out / 'group_qc.tsv').read_text().splitlines()[1:]]
+    flagged = {row[0] for row in qc if row[-1] != '0'}
+    for sub, n_images in (('01', 2), ('02', 2), ('03', 2)):
+        dom = browser.dump_dom(out / f'sub-{sub}.html')
+        assert f'<title>synthbids report: sub-{sub}</title>' in dom
+        states = re.findall(r'<img class="reportlet"[^>]*data-state="(\w+)"', dom)
+        assert states == ['loaded'] * (2 * n_images), states  # mask and segmentation
+        assert 'No errors to report!' in dom
+        assert dom.count('<table class="qc">') == n_images
+        assert 'Hoopes' in dom and 'Billot' in dom  # the boilerplate
+        has_flags = any(name.startswith(f'sub-{sub}_') for name in flagged)
+        assert ('score(s) below 0.65' in dom) == has_flags
+    png = browser.screenshot(out / 'sub-02.html', tmp_path / 'sub-02.png')
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(png).convert('L'), dtype=float)
+    assert pixels.std() > 20  # text, tables and brain mosaics, not a blank page
+
+    dom = browser.dump_dom(out / 'group.html')
+    assert '<title>synthbids group report</title>' in dom
+    assert dom.count('<svg') >= 2  # QC and volume distributions
+    outliers = re.search(r'<table class="qc-outliers">(.*?)</table>', dom, re.S)
+    listed = set(re.findall(r'>(sub-[^<]+)</a>', outliers.group(1))) if outliers else set()
+    assert listed == flagged  # the images with a QC score below the threshold
+    for name in flagged:  # their links (table and plotted points) open their report section
+        anchor = name.replace('-', '_')
+        assert f'href="sub-{name[4:6]}.html#{anchor}"' in dom
+
+
+@pytest.mark.parametrize('level', ['participant'])
+def test_failed_node_is_reported_and_other_images_finish(tmp_path, tiny_strip_ckpt, capsys, level):
+    """MultiProc (forkserver workers): a corrupt image fails its node only; the crash file
+    lands in sub-<label>/log/<run_uuid>/ and in the report's errors section; exit code 1."""
+    from tests.app.conftest import write_dataset
+
+    bids = write_dataset(
+        tmp_path / 'bids',
+        images=('sub-01/anat/sub-01_T1w.nii.gz', 'sub-01/anat/sub-01_T2w.nii.gz'),
+    )
+    t2 = bids / 'sub-01/anat/sub-01_T2w.nii.gz'
+    t2.write_bytes(t2.read_bytes()[:200])  # truncated
+    out, work = tmp_path / 'out', tmp_path / 'work'
+    code = main(
+        [
+            str(bids),
+            str(out),
+            level,
+            '--strip-model',
+            str(tiny_strip_ckpt),
+            '--no-seg',
+            '-w',
+            str(work),
+            '--nprocs',
+            '2',
+            '--skip-bids-validation',
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert 'some processing steps failed' in err
+    assert (out / 'sub-01/anat/sub-01_desc-brain_mask.nii.gz').is_file()
+    assert not list(out.rglob('*space-T2w*'))
+    crashes = list(out.glob('sub-01/log/*/crash-*.txt'))
+    assert len(crashes) == 1
+    assert (
+        'InputError: ' in crashes[0].read_text()
+        and 'sub-01_T2w.nii.gz: ' in crashes[0].read_text()
+    )
+    report = (out / 'sub-01.html').read_text()
+    assert 'No errors to report!' not in report and '1 failed step(s)' in report
+    assert re.search(r'InputError: \S+sub-01_T2w.nii.gz: ', report)

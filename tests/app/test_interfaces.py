@@ -1,0 +1,157 @@
+"""The Nipype interfaces, run directly (no workflow): outputs, hashing, sidecars."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from synthbids.interfaces import (
+    DerivativesDataSink,
+    SynthSeg,
+    SynthSegRPT,
+    SynthStrip,
+    SynthStripRPT,
+)
+from tests.app.conftest import head
+
+
+@pytest.fixture
+def image(tmp_path):
+    affine = np.diag([1.1, 0.9, 1.2, 1.0])
+    affine[:3, 3] = [-20, -19, -21]
+    img = nib.Nifti1Image(head(seed=3), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=2)
+    path = tmp_path / 'sub-01_T1w.nii.gz'
+    img.to_filename(path)
+    return path
+
+
+def test_synthstrip_outputs_keep_the_input_grid(image, tiny_strip_ckpt, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = SynthStripRPT(in_file=str(image), model=str(tiny_strip_ckpt), num_threads=1).run()
+    out = result.outputs
+    mask, brain, ref = nib.load(out.out_mask), nib.load(out.out_brain), nib.load(image)
+    assert mask.get_data_dtype() == np.uint8 and brain.get_data_dtype() == np.int16
+    assert np.array_equal(mask.affine, ref.affine) and mask.header['sform_code'] == 2
+    m = np.asanyarray(mask.dataobj).astype(bool)
+    assert 0.05 < m.mean() < 0.5
+    assert np.all(np.asanyarray(brain.dataobj)[~m] == 0)
+    assert out.model_meta['ModelName'] == 'SynthStrip'
+    assert out.model_meta['ModelWeights'][0]['File'] == 'tiny_strip.pt'
+    assert out.model_meta['ModelSettings'] == {'Border': 1.0, 'NoCSF': False}
+    svg = open(out.out_report).read()
+    assert svg.lstrip().startswith('<?xml') and '<image' in svg and '<path' in svg
+
+
+def test_device_and_threads_do_not_change_the_hash(image, tiny_strip_ckpt):
+    def hashval(**kwargs):
+        iface = SynthStrip(in_file=str(image), model=str(tiny_strip_ckpt), **kwargs)
+        return iface.inputs.get_hashval(hash_method='content')[1]
+
+    base = hashval()
+    assert hashval(use_gpu=True, num_threads=8) == base
+    assert hashval(border=2.0) != base
+    assert hashval(no_csf=True) != base
+    for spec in (SynthStrip.input_spec(), SynthSeg.input_spec()):
+        assert spec.trait('use_gpu').nohash and spec.trait('num_threads').nohash
+
+
+def test_synthseg_outputs(image, tiny_seg_models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = SynthSegRPT(
+        in_file=str(image), model=str(tiny_seg_models), qc=True, posteriors=True, num_threads=1
+    ).run()
+    out = result.outputs
+    dseg = nib.load(out.out_dseg)
+    assert dseg.get_data_dtype() == np.int16
+    assert np.allclose(dseg.header.get_zooms(), 1)  # SynthSeg's 1 mm grid (input is not)
+    labels = set(np.unique(np.asanyarray(dseg.dataobj)).tolist())
+    assert {0, 2} <= labels <= {0, 2, 3, 24, 41, 42}  # the intensity bands of the tiny net
+    volumes = open(out.out_volumes).read().splitlines()
+    assert volumes[0] == 'index\tname\tvolume'
+    assert volumes[1].startswith('n/a\ttotal intracranial\t')
+    assert any(row.startswith('2\tleft cerebral white matter\t') for row in volumes)
+    assert len(volumes) == 1 + 33  # total intracranial and the 32 structures
+    qc = [row.split('\t') for row in open(out.out_qc).read().splitlines()]
+    assert qc[0] == ['structure', 'score', 'flag'] and len(qc) == 9
+    assert all(flag == ('fail' if float(score) < 0.65 else 'pass') for _, score, flag in qc[1:])
+    probseg = nib.load(out.out_probseg)
+    assert probseg.shape[3] == len(out.label_map) == 33 and out.label_map[0] == 'Unknown'
+    assert out.model_meta['ModelSettings']['QC'] is True
+    files = [w['File'] for w in out.model_meta['ModelWeights']]
+    assert files == ['synthseg_2.0.h5', 'synthseg_qc_2.0.h5']
+    assert all(len(w['SHA256']) == 64 for w in out.model_meta['ModelWeights'])
+    assert '<image' in open(out.out_report).read()
+
+
+def test_synthseg_parcellation_and_keepgeom(image, tiny_seg_models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = SynthSeg(
+        in_file=str(image), model=str(tiny_seg_models), parc=True, keepgeom=True, fast=True
+    ).run()
+    labels = set(np.unique(np.asanyarray(nib.load(out.outputs.out_dseg).dataobj)).tolist())
+    assert any(v > 1000 for v in labels) and not labels & {3, 42}  # cortex parcellated
+    assert not out.outputs.out_qc  # no QC network asked for
+    dseg = nib.load(out.outputs.out_dseg)
+    assert np.array_equal(dseg.affine, nib.load(image).affine)  # the input grid
+    assert 'ctx-lh-bankssts' in open(out.outputs.out_volumes).read()
+
+
+def test_datasink_names_copies_and_sidecars(tmp_path, image):
+    base = tmp_path / 'out'
+    src = 'sub-01/ses-2/anat/sub-01_ses-2_run-1_T2w.nii.gz'
+    res = DerivativesDataSink(
+        base_directory=str(base),
+        source_file=src,
+        in_file=str(image),
+        suffix='mask',
+        desc='brain',
+        meta_dict={'Type': 'Brain'},
+        model_meta={'ModelName': 'SynthStrip', 'ModelWeights': []},
+    ).run()
+    out = res.outputs.out_file
+    assert out == str(
+        base / 'sub-01/ses-2/anat/sub-01_ses-2_run-1_space-T2w_desc-brain_mask.nii.gz'
+    )
+    assert open(out, 'rb').read() == image.read_bytes()
+    meta = json.loads(open(res.outputs.out_meta).read())
+    assert meta == {
+        'Sources': [f'bids:raw:{src}'],
+        'SpatialReference': f'bids:raw:{src}',
+        'Type': 'Brain',
+        'ModelName': 'SynthStrip',
+        'ModelWeights': [],
+    }
+    assert DerivativesDataSink().always_run
+
+    table = tmp_path / 'volumes.tsv'
+    table.write_text('index\tname\tvolume\n')
+    res = DerivativesDataSink(
+        base_directory=str(base),
+        source_file=src,
+        in_file=str(table),
+        suffix='volumes',
+        seg='aseg',
+        meta_dict={'a': 1},
+    ).run()
+    assert res.outputs.out_file.endswith('sub-01_ses-2_run-1_space-T2w_seg-aseg_volumes.tsv')
+    assert 'SpatialReference' not in json.loads(open(res.outputs.out_meta).read())
+
+    svg = tmp_path / 'x.svg'
+    svg.write_text('<svg/>')
+    res = DerivativesDataSink(
+        base_directory=str(base),
+        source_file=src,
+        in_file=str(svg),
+        suffix='T2w',
+        desc='brainmask',
+        datatype='figures',
+    ).run()
+    assert res.outputs.out_file == str(
+        base / 'sub-01/figures/sub-01_ses-2_run-1_desc-brainmask_T2w.svg'
+    )
+    assert not list(base.rglob('*.partial'))

@@ -1,0 +1,84 @@
+"""Derivative names: entities kept, space-<suffix> for non-T1w, all accepted by the schema."""
+
+from __future__ import annotations
+
+import pytest
+
+from synthbids.bids.naming import (
+    SourceImage,
+    build_name,
+    derivative_name,
+    derivative_relpath,
+    figure_relpath,
+    parse_name,
+)
+from tests.app.bids_schema import is_valid_name
+
+
+def test_parse_and_build_round_trip():
+    entities, suffix, ext = parse_name('sub-01_ses-a_acq-fast_run-2_T2w.nii.gz')
+    assert entities == {'sub': '01', 'ses': 'a', 'acq': 'fast', 'run': '2'}
+    assert (suffix, ext) == ('T2w', '.nii.gz')
+    # schema order regardless of the order given
+    assert build_name({'run': '2', 'sub': '01', 'desc': 'x', 'acq': 'y'}, 'mask', '.json') == (
+        'sub-01_acq-y_run-2_desc-x_mask.json'
+    )
+    with pytest.raises(ValueError, match='not key-value'):
+        parse_name('sub-01_bad_T1w.nii.gz')
+
+
+@pytest.mark.parametrize(
+    ('relpath', 'prefix'),
+    [
+        ('sub-01/anat/sub-01_T1w.nii.gz', 'sub-01/anat/sub-01_'),
+        ('sub-01/anat/sub-01_T2w.nii.gz', 'sub-01/anat/sub-01_space-T2w_'),
+        (
+            'sub-02/ses-pre/anat/sub-02_ses-pre_acq-mp2_ce-gd_rec-norm_run-3_T1w.nii.gz',
+            'sub-02/ses-pre/anat/sub-02_ses-pre_acq-mp2_ce-gd_rec-norm_run-3_',
+        ),
+        ('sub-03/anat/sub-03_FLAIR.nii', 'sub-03/anat/sub-03_space-FLAIR_'),
+        ('sub-03/anat/sub-03_PDw.nii.gz', 'sub-03/anat/sub-03_space-PDw_'),
+        ('sub-03/anat/sub-03_T2starw.nii.gz', 'sub-03/anat/sub-03_space-T2starw_'),
+    ],
+)
+def test_every_derivative_name_is_valid_bids(relpath, prefix):
+    image = SourceImage.from_relpath(relpath)
+    names = [
+        derivative_name(image, suffix='mask', extension='.nii.gz', desc='brain'),
+        derivative_name(image, suffix=image.suffix, extension='.nii.gz', desc='brain'),
+        derivative_name(image, suffix='dseg', extension='.nii.gz', seg='aseg'),
+        derivative_name(image, suffix='dseg', extension='.nii.gz', seg='aparcaseg'),
+        derivative_name(image, suffix='probseg', extension='.nii.gz', seg='aseg'),
+    ]
+    for name in names:
+        rel = derivative_relpath(image, name)
+        assert rel.startswith(prefix)
+        assert is_valid_name(rel), rel
+        assert is_valid_name(rel.replace('.nii.gz', '.json')), rel
+    # tables are not in the schema: listed in .bidsignore instead
+    table = derivative_relpath(
+        image, derivative_name(image, suffix='volumes', extension='.tsv', seg='aseg')
+    )
+    assert table.endswith('seg-aseg_volumes.tsv') and not is_valid_name(table)
+
+
+def test_t1w_and_t2w_of_one_session_never_collide():
+    t1 = SourceImage.from_relpath('sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz')
+    t2 = SourceImage.from_relpath('sub-01/ses-1/anat/sub-01_ses-1_T2w.nii.gz')
+    for kwargs in ({'suffix': 'mask', 'desc': 'brain'}, {'suffix': 'dseg', 'seg': 'aseg'}):
+        assert derivative_name(t1, extension='.nii.gz', **kwargs) != derivative_name(
+            t2, extension='.nii.gz', **kwargs
+        )
+    assert figure_relpath(t2, 'brainmask') == (
+        'sub-01/figures/sub-01_ses-1_desc-brainmask_T2w.svg'
+    )
+
+
+def test_pet_derivatives_go_to_the_pet_folder():
+    pet = SourceImage.from_relpath('sub-01/pet/sub-01_trc-FDG_pet.nii.gz')
+    name = derivative_name(pet, suffix='pet', extension='.nii.gz', desc='brain')
+    assert (
+        derivative_relpath(pet, name)
+        == 'sub-01/pet/sub-01_trc-FDG_space-pet_desc-brain_pet.nii.gz'
+    )
+    assert is_valid_name(derivative_relpath(pet, name))
