@@ -7,6 +7,11 @@
 
     python benchmarks/weights_eval.py                       # packaged default weights
     python benchmarks/weights_eval.py --model runs/strip/best.pt --maps m17.nii.gz m18.nii.gz
+    python benchmarks/weights_eval.py --task seg --model runs/seg/best.h5 --quick
+
+``--task seg`` measures SynthSeg weights instead: mean Dice over the 32 non-background labels
+on the same synthetic images, and Colin27's label volumes and centroids (which side of the
+midline every lateral label falls on).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ HELD_OUT = [
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--task', choices=('strip', 'seg'), default='strip')
     p.add_argument('--model', type=Path, help='weights file (default: resolution order)')
     p.add_argument('--no-csf', action='store_true')
     p.add_argument('--maps', type=Path, nargs='*', default=HELD_OUT)
@@ -37,43 +43,66 @@ def main(argv=None) -> int:
 
     import torch
 
+    from synthbids.core.segment import load_seg_model
     from synthbids.core.strip import load_strip_model
     from synthbids.train.evaluate import (
         default_acquisitions,
+        seg_on_colin27,
+        seg_on_synthetic,
         strip_on_colin27,
         strip_on_synthetic,
         summarize,
     )
 
     torch.set_num_threads(args.threads)
-    model = load_strip_model(args.model, no_csf=args.no_csf)
+    seg = args.task == 'seg'
+    model = load_seg_model(args.model) if seg else load_strip_model(args.model, no_csf=args.no_csf)
     acqs = (
         default_acquisitions(('T1w', 'T2w', 'CT'), ((1, 1, 1), (1, 1, 5)))
         if args.quick
         else default_acquisitions()
     )
     result = {
-        'weights': model.weights.as_dict(),
+        'task': args.task,
+        'weights': [w.as_dict() for w in model.weights] if seg else model.weights.as_dict(),
         'threads': args.threads,
         'date': time.strftime('%Y-%m-%d %H:%M'),
     }
     ch2 = Path('/usr/share/mricron/templates/ch2.nii.gz')
     if ch2.exists():
-        result['colin27'] = strip_on_colin27(model, ch2, ch2.with_name('ch2bet.nii.gz'))
-        print('Colin27:', json.dumps(result['colin27']), flush=True)
+        if seg:
+            result['colin27'] = seg_on_colin27(model, ch2)
+            brief = {k: v for k, v in result['colin27'].items() if k != 'geometry'}
+            print('Colin27:', json.dumps(brief), flush=True)
+        else:
+            result['colin27'] = strip_on_colin27(model, ch2, ch2.with_name('ch2bet.nii.gz'))
+            print('Colin27:', json.dumps(result['colin27']), flush=True)
     maps = [m for m in args.maps if m.exists()]
     if maps:
-        rows = strip_on_synthetic(model, maps, acqs, no_csf=args.no_csf)
+        if seg:
+            rows = seg_on_synthetic(model, maps, acqs)
+        else:
+            rows = strip_on_synthetic(model, maps, acqs, no_csf=args.no_csf)
         result['synthetic'] = rows
         result['by_contrast'] = summarize(rows, 'contrast')
         result['by_resolution'] = summarize(rows, 'voxel_mm')
+        if seg:
+            from synthbids.core.labels import name
+
+            labels = rows[0]['dice_per_label']
+            result['seg_by_label'] = {
+                f'{name(int(k))} ({k})': round(
+                    sum(r['dice_per_label'][k] for r in rows) / len(rows), 4
+                )
+                for k in labels
+            }
         result['mean_dice'] = round(sum(r['dice'] for r in rows) / len(rows), 4)
         result['mean_seconds'] = round(sum(r['seconds'] for r in rows) / len(rows), 2)
         print('by contrast:', json.dumps(result['by_contrast']))
         print('by resolution:', json.dumps(result['by_resolution']))
         print(f'mean Dice {result["mean_dice"]}, {result["mean_seconds"]} s per image')
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f'weights-{time.strftime("%Y%m%d-%H%M%S")}.json'
+    path = args.out / f'weights-{args.task}-{time.strftime("%Y%m%d-%H%M%S")}.json'
     path.write_text(json.dumps(result, indent=1))
     print(f'saved {path}')
     return 0

@@ -87,7 +87,16 @@ def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
             + '.',
             '',
         ]
-    if 'colin27' in evaluation:
+    if 'colin27' in evaluation and task == 'seg':
+        c = evaluation['colin27']
+        total = sum(g['ml'] for g in c['geometry'].values())
+        lines += [
+            f'**Colin27** (real T1w, 1 mm): {c["labels_found"]} of 32 labels found; lateral '
+            f'labels on their own side of the midline: {c["lateral_labels_on_their_side"]}; '
+            f'labelled brain {total:.0f} mL; {c["seconds"]} s on CPU (whole pipeline).',
+            '',
+        ]
+    elif 'colin27' in evaluation:
         c = evaluation['colin27']
         lines += [
             f'**Colin27** (real T1w, 1 mm): Dice {c["dice_vs_ch2bet"]:.3f} against '

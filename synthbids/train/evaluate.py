@@ -108,6 +108,76 @@ def strip_on_colin27(model, image: str | Path, reference: str | Path, border: fl
     }
 
 
+def seg_on_synthetic(model, map_files, acquisitions=None) -> list[dict]:
+    """Per-label Dice of :func:`synthbids.core.segment.segment` on rendered held-out maps, on
+    the acquisition grid (``keepgeom``), against the maps' 33 SynthSeg labels."""
+    from ..core.segment import segment
+    from ..synth.labelmaps import SEG_LABELS_V2
+
+    values = np.asarray(SEG_LABELS_V2)[label_tables().seg]
+    rows = []
+    for path in map_files:
+        indices = load_map_1mm(path)
+        truth = values[indices]
+        for k, acq in enumerate(acquisitions or default_acquisitions()):
+            image, affine = render(indices, acq, seed=k)
+            start = time.perf_counter()
+            result = segment(
+                as_volume(image, affine, f'{Path(path).name}:{acq.name}'), model, keepgeom=True
+            )
+            seconds = time.perf_counter() - start
+            ref = sample_like(truth, acq)
+            per_label = {
+                str(v): round(dice(result.labels == v, ref == v), 4) for v in SEG_LABELS_V2 if v
+            }
+            rows.append(
+                {
+                    'map': Path(path).name,
+                    'contrast': acq.contrast,
+                    'voxel_mm': list(acq.voxel_mm),
+                    'dice': round(float(np.mean(list(per_label.values()))), 4),
+                    'dice_per_label': per_label,
+                    'seconds': round(seconds, 2),
+                }
+            )
+    return rows
+
+
+def label_geometry(labels: np.ndarray, affine: np.ndarray) -> dict[int, dict]:
+    """Volume (ml) and world (RAS) centroid of every non-zero label of a segmentation."""
+    ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000
+    out = {}
+    for v in np.unique(labels):
+        if v == 0:
+            continue
+        ijk = np.argwhere(labels == v)
+        centroid = affine[:3, :3] @ ijk.mean(axis=0) + affine[:3, 3]
+        ras = [round(float(c), 1) for c in centroid]
+        out[int(v)] = {'ml': round(len(ijk) * ml, 2), 'ras': ras}
+    return out
+
+
+def seg_on_colin27(model, image: str | Path) -> dict:
+    """Label volumes and centroids of Colin27's segmentation, and how many lateral labels lie
+    on their own side of the midline."""
+    from ..core.segment import segment
+    from ..synth.labelmaps import LEFT, RIGHT
+
+    start = time.perf_counter()
+    result = segment(image, model)
+    seconds = time.perf_counter() - start
+    geometry = label_geometry(result.labels, result.affine)
+    midline = np.mean([g['ras'][0] for g in geometry.values()])
+    sided = [(v, -1) for v in LEFT if v in geometry] + [(v, 1) for v in RIGHT if v in geometry]
+    correct = sum(np.sign(geometry[v]['ras'][0] - midline) == s for v, s in sided)
+    return {
+        'labels_found': len(geometry),
+        'lateral_labels_on_their_side': f'{correct}/{len(sided)}',
+        'geometry': {str(k): v for k, v in geometry.items()},
+        'seconds': round(seconds, 2),
+    }
+
+
 def summarize(rows: list[dict], key: str = 'contrast') -> dict[str, float]:
     groups: dict[str, list[float]] = {}
     for row in rows:
