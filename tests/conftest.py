@@ -58,6 +58,14 @@ def _isolated_weights(tmp_path_factory, monkeypatch):
     monkeypatch.delenv('FREESURFER_HOME', raising=False)
 
 
+@pytest.fixture
+def no_packaged_weights(monkeypatch):
+    """A machine where synthbids ships no default weights (the "nothing found" messages)."""
+    from synthbids.core import weights
+
+    monkeypatch.setattr(weights, 'packaged_entries', lambda: {})
+
+
 @pytest.fixture(scope='session')
 def golden_strip_ckpts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp('golden_ckpts')

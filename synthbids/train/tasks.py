@@ -87,6 +87,15 @@ def soft_dice(
     return 1 - (2 * inter / (denom + eps)).mean()
 
 
+def cross_entropy(
+    prob: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """Mean -log p(true label) over the weighted voxels, from probabilities."""
+    p_true = prob.gather(1, target[:, None]).squeeze(1).clamp_min(eps)
+    w = weight.to(prob)
+    return -(torch.log(p_true) * w).sum() / w.sum().clamp_min(1)
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     total = a.sum() + b.sum()
     return float(2 * np.logical_and(a, b).sum() / total) if total else 1.0
@@ -231,7 +240,10 @@ class SegTask(Task):
         return seg_target(sample.indices, self.tables)[None]
 
     def loss(self, pred, target, weight):
-        return soft_dice(pred, target, weight)  # SegUNet.forward returns probabilities
+        # SegUNet.forward returns probabilities. SynthSeg trains on soft Dice alone; the
+        # cross-entropy term makes the first thousands of CPU iterations count (measured:
+        # soft Dice alone was still at 0.92 after 380 steps).
+        return soft_dice(pred, target, weight) + cross_entropy(pred, target, weight)
 
     def metrics(self, pred, target, weight):
         return seg_metrics(pred, target, weight)
@@ -245,6 +257,7 @@ class SegTask(Task):
         meta = super().export_meta(step, recipe)
         meta['voxsize'] = self.voxsize
         meta['labels'] = SEG_LABELS_V2
+        meta['loss'] = 'soft Dice (33 labels, background included) + cross-entropy'
         return meta
 
 

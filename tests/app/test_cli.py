@@ -103,7 +103,9 @@ def test_filters_that_select_nothing_exit_18(bids_dataset, tmp_path, capsys):
     assert not (tmp_path / 'o').exists()  # nothing written before the selection is known
 
 
-def test_missing_default_weights_fail_with_the_weights_message(bids_dataset, tmp_path, capsys):
+def test_missing_default_weights_fail_with_the_weights_message(
+    bids_dataset, tmp_path, capsys, no_packaged_weights
+):
     code, _, err = run([bids_dataset, tmp_path / 'o', 'participant', '-w', tmp_path / 'w'], capsys)
     assert code == 66
     assert err.startswith('synthbids: error: no SynthStrip weights found')
@@ -111,7 +113,7 @@ def test_missing_default_weights_fail_with_the_weights_message(bids_dataset, tmp
     assert not (tmp_path / 'o').exists()
 
 
-def test_missing_seg_weights(bids_dataset, tmp_path, tiny_strip_ckpt, capsys):
+def test_missing_seg_weights(bids_dataset, tmp_path, tiny_strip_ckpt, capsys, no_packaged_weights):
     code, _, err = run(
         [
             bids_dataset,

@@ -235,7 +235,13 @@ def test_flag_errors(args, problem, make_nifti, tiny_seg_models, tmp_path, capsy
 
 
 def test_weights_search_and_clear_failures(
-    make_nifti, tiny_seg_models, tiny_strip_ckpt, tmp_path, capsys, monkeypatch
+    make_nifti,
+    tiny_seg_models,
+    tiny_strip_ckpt,
+    tmp_path,
+    capsys,
+    monkeypatch,
+    no_packaged_weights,
 ):
     src = make_nifti()
     code, _, err = run_cli(['--i', src, '--o', tmp_path / 's.nii.gz'], capsys)
