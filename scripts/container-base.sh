@@ -17,5 +17,5 @@ debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
   bookworm "$rootfs" "$MIRROR" >"$rootfs.log" 2>&1 || { tail -n 30 "$rootfs.log"; exit 1; }
 rm -f "$rootfs.log"
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-tar -C "$rootfs" -c . | podman import - "$IMAGE" >/dev/null
+tar -C "$rootfs" -c . | podman import --quiet - "$IMAGE" >/dev/null
 echo "$IMAGE: made with debootstrap in $(($(date +%s) - start)) s"
