@@ -308,9 +308,11 @@ def image(tmp_path_factory) -> str:
     return IMAGE
 
 
-def run_in_image(image, *args, timeout=600, volumes=(), entrypoint=None):
-    """``podman run`` as the image's user, read-only root, no network."""
+def run_in_image(image, *args, timeout=600, volumes=(), entrypoint=None, user=None):
+    """``podman run`` as the image's user (or ``user``), read-only root, no network."""
     cmd = ['run', '--rm', '--read-only', '--network', 'none']
+    if user:
+        cmd += ['--user', user]
     for host, inside, mode in volumes:
         cmd += ['--volume', f'{host}:{inside}:{mode}']
     if entrypoint:
@@ -351,6 +353,17 @@ def test_image_user_entrypoint_and_weights(image):
     assert facts['weights'] == sorted(p.name for p in weights.iterdir() if p.name != '.gitkeep')
     assert facts['index'] == json.loads((weights / 'index.json').read_text())
     assert facts['home_writable'] is False and facts['tmp_writable'] is True
+
+    # any user id, as with docker run --user or Singularity: no passwd entry, HOME not its own
+    script = (
+        'import matplotlib.pyplot, nipype, bids\n'
+        'from synthbids.cli.run import ensure_logname\n'
+        'print(ensure_logname())\n'
+    )
+    other = run_in_image(image, '-c', script, entrypoint='python3', user='4321:4321')
+    assert other.returncode == 0, other.stderr
+    # podman adds a passwd entry named after the id; Docker does not (then: uid4321)
+    assert other.stdout.split() in (['4321'], ['uid4321'])
 
     version = run_in_image(image, '--version')
     assert version.returncode == 0 and version.stdout.strip().startswith('synthbids ')
