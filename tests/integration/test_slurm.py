@@ -339,9 +339,14 @@ def test_nipype_slurm_plugin(slurm, shared_inputs, tmp_path, monkeypatch, capsys
     batch = [p.name for p in work.rglob('batch/batchscript_*.sh')]
     steps = sorted(name.rsplit('.', 2)[1] for name in batch)  # ..._wf.<step>.sh
     assert steps == ['segmentation_wf_seg', 'skullstrip_wf_strip'], batch
-    job_logs = list(work.rglob('batch/slurm-*.out'))
-    assert len(job_logs) == 2
-    assert all('[Node] Finished' in p.read_text() for p in job_logs)
+    job_ids = sorted(p.stem.split('-')[1] for p in work.rglob('batch/slurm-*.out'))
+    assert len(job_ids) == 2
+    for job_id in job_ids:
+        (job,) = slurm.jobs(job_id)
+        assert (job['JobState'], job['ExitCode']) == ('COMPLETED', '0:0'), job
+        assert Path(job['Command']).name in batch
+    assert len(list(work.rglob('skullstrip_wf/strip/result_strip.pklz'))) == 1
+    assert len(list(work.rglob('segmentation_wf/seg/result_seg.pklz'))) == 1
 
 
 def test_slurm_plugin_yaml_and_logname(tmp_path, monkeypatch):
