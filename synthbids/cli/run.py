@@ -533,6 +533,8 @@ def execute(workflow, settings) -> int:
         'stop_on_first_crash': False,
         'remove_unnecessary_outputs': True,
     }
+    if settings.nipype.plugin.upper().startswith('SLURM'):
+        ensure_logname()  # Nipype's SLURM plugins name jobs after $LOGNAME
     try:
         workflow.run(plugin=settings.nipype.plugin, plugin_args=settings.nipype.plugin_args)
     except RuntimeError:  # Nipype: "Workflow did not execute cleanly" (details logged)
@@ -540,6 +542,19 @@ def execute(workflow, settings) -> int:
     finally:
         restore()
     return 0
+
+
+def ensure_logname() -> str:
+    """Set ``$LOGNAME`` when it is missing (batch jobs, containers); returns its value."""
+    if not os.environ.get('LOGNAME'):
+        try:
+            import getpass
+
+            name = getpass.getuser()
+        except (KeyError, OSError):  # a user id without a passwd entry (containers)
+            name = f'uid{os.getuid()}'
+        os.environ['LOGNAME'] = name
+    return os.environ['LOGNAME']
 
 
 def _quiet_nipype(verbose: int, work_dir: Path):
