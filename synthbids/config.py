@@ -34,7 +34,7 @@ class ModelSettings:
 
     @property
     def seg_label(self) -> str:
-        """The ``seg-`` entity of the segmentation this configuration produces."""
+        """The ``desc-`` label of the segmentation this configuration produces."""
         return 'aparcaseg' if self.parc else 'aseg'
 
 

@@ -2,7 +2,7 @@
 
 Naming (see ``docs/outputs.md``): derivatives keep the source image's entities, add
 ``space-<suffix>`` for non-T1w images, ``desc-brain`` for the brain mask and brain image,
-``seg-aseg`` / ``seg-aparcaseg`` for segmentations and the tables measured on them.
+``desc-aseg`` / ``desc-aparcaseg`` for segmentations and the tables measured on them.
 Datasinks run in the main process (``run_without_submitting``): they only copy files.
 """
 
@@ -129,10 +129,10 @@ def init_ds_segmentation_wf(
     )
     seg = models.seg_label
     ds_dseg = _sink(
-        image, output_dir, 'ds_dseg', suffix='dseg', seg=seg, meta_dict={'Manual': False}
+        image, output_dir, 'ds_dseg', suffix='dseg', desc=seg, meta_dict={'Manual': False}
     )
     ds_volumes = _sink(
-        image, output_dir, 'ds_volumes', suffix='volumes', seg=seg, meta_dict=VOLUMES_DICTIONARY
+        image, output_dir, 'ds_volumes', suffix='volumes', desc=seg, meta_dict=VOLUMES_DICTIONARY
     )
     ds_report = _sink(
         image, output_dir, 'ds_report_seg', suffix=image.suffix, desc=seg, datatype='figures'
@@ -147,7 +147,7 @@ def init_ds_segmentation_wf(
     ])
     # fmt: on
     if models.qc:
-        ds_qc = _sink(image, output_dir, 'ds_qc', suffix='qc', seg=seg, meta_dict=QC_DICTIONARY)
+        ds_qc = _sink(image, output_dir, 'ds_qc', suffix='qc', desc=seg, meta_dict=QC_DICTIONARY)
         # fmt: off
         workflow.connect([
             (inputnode, ds_qc, [('out_qc', 'in_file'), ('model_meta', 'model_meta')]),
@@ -155,7 +155,7 @@ def init_ds_segmentation_wf(
         ])
         # fmt: on
     if models.posteriors:
-        ds_probseg = _sink(image, output_dir, 'ds_probseg', suffix='probseg', seg='aseg')
+        ds_probseg = _sink(image, output_dir, 'ds_probseg', suffix='probseg', desc='aseg')
         label_map = pe.Node(
             niu.Function(
                 function=_label_map_meta, input_names=['label_map'], output_names=['meta']

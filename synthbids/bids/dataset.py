@@ -87,7 +87,7 @@ def write_dataset_files(
     raw_description: dict,
     lookup_tables: dict[str, list[dict]] | None = None,
 ) -> list[Path]:
-    """Write the dataset-level files; ``lookup_tables`` maps a ``seg-`` label to LUT rows."""
+    """Write the dataset-level files; ``lookup_tables`` maps a ``desc-`` label to LUT rows."""
     output_dir = Path(output_dir)
     written = [
         write_json(
@@ -105,5 +105,5 @@ def write_dataset_files(
         columns = [
             c for c in ('index', 'name', 'abbreviation', 'color') if any(c in r for r in rows)
         ]
-        written.append(write_tsv(output_dir / f'seg-{seg}_dseg.tsv', columns, rows))
+        written.append(write_tsv(output_dir / f'desc-{seg}_dseg.tsv', columns, rows))
     return written

@@ -1,7 +1,7 @@
 """SynthSeg's label facts as the BIDS outputs need them (one adapter over ``core.labels``).
 
-``seg-aseg``: SynthSeg's 32 aseg-like structures (FreeSurfer label values and names);
-``seg-aparcaseg``: the same with the cortex replaced by the 68 Desikan-Killiany parcels.
+``desc-aseg``: SynthSeg's 32 aseg-like structures (FreeSurfer label values and names);
+``desc-aparcaseg``: the same with the cortex replaced by the 68 Desikan-Killiany parcels.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def get_parser() -> argparse.ArgumentParser:
         '--border', type=float, default=1.0, metavar='MM', help='mask border in mm (default 1)'
     )
     g.add_argument('--no-seg', action='store_true', help='skull stripping only (no SynthSeg)')
-    g.add_argument('--parc', action='store_true', help='parcellate the cortex (seg-aparcaseg)')
+    g.add_argument('--parc', action='store_true', help='parcellate the cortex (desc-aparcaseg)')
     g.add_argument('--robust', action='store_true', help='SynthSeg robust (clinical scans)')
     g.add_argument('--fast', action='store_true', help='SynthSeg without test-time flipping')
     g.add_argument('--no-qc', action='store_true', help='do not predict SynthSeg QC scores')

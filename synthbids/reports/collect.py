@@ -28,7 +28,7 @@ class ImageOutputs:
     probseg: str | None = None
     volumes: str | None = None
     qc: str | None = None
-    seg: str | None = None  # seg- label of the segmentation
+    seg: str | None = None  # desc- label of the segmentation
     meta: dict[str, dict] = field(default_factory=dict)  # sidecar of each kind
 
     @property
@@ -91,8 +91,8 @@ def _add(entry: ImageOutputs, output_dir: Path, sidecar: Path) -> None:
     if kind is None:
         return
     setattr(entry, kind, rel)
-    if kind in ('dseg', 'volumes') and entities.get('seg'):
-        entry.seg = entities['seg']
+    if kind in ('dseg', 'volumes') and entities.get('desc'):
+        entry.seg = entities['desc']
     try:
         entry.meta[kind] = json.loads(sidecar.read_text())
     except ValueError:

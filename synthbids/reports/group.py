@@ -217,7 +217,7 @@ def _id_dictionary(columns) -> dict:
         'part': 'Part label',
         'chunk': 'Chunk index',
         'suffix': 'Contrast (BIDS suffix) of the source image',
-        'seg': 'seg- label of the segmentation the volumes were measured on',
+        'seg': 'desc- label of the segmentation the volumes were measured on',
     }
     return {c: {'Description': names[c]} for c in columns if c in names}
 

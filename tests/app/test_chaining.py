@@ -77,9 +77,11 @@ def derivatives(tmp_path_factory, tiny_strip_ckpt, tiny_seg_models) -> tuple[Pat
 
 
 @pytest.mark.parametrize('config', ['pybids', 'nipreps-like'])
-def test_smriprep_queries_find_our_mask_and_dseg(derivatives, config):
-    """Per T1w: exactly our brain mask (on the T1w grid) and our segmentation; nothing for
-    sMRIPrep's preprocessed T1w/T2w or tissue probability maps, which synthbids does not make."""
+def test_smriprep_queries_find_our_mask_and_never_our_aseg(derivatives, config):
+    """Per T1w: exactly our brain mask (on the T1w grid). Our SynthSeg labels are
+    ``desc-aseg_dseg`` (fMRIPrep's and QSIPrep's name for aseg-like labels), so sMRIPrep's
+    tissue query (a ``_dseg`` without ``desc``: 1 GM, 2 WM, 3 CSF, used for BBR) does not
+    take them for a 3-class tissue map, where label 2 is only the left white matter."""
     from bids import BIDSLayout
 
     bids, out = derivatives
@@ -88,29 +90,19 @@ def test_smriprep_queries_find_our_mask_and_dseg(derivatives, config):
         prefix = f'sub-{subject}' + (f'_ses-{session}' if session else '')
         anat = out / f'sub-{subject}' / (f'ses-{session}' if session else '') / 'anat'
         found = collect(layout, subject, session)
-        assert found == {
-            'mask': [str(anat / f'{prefix}_desc-brain_mask.nii.gz')],
-            'dseg': [str(anat / f'{prefix}_seg-aseg_dseg.nii.gz')],
-        }, (subject, found)
+        assert found == {'mask': [str(anat / f'{prefix}_desc-brain_mask.nii.gz')]}, found
         # sMRIPrep applies a precomputed mask to the T1w itself: same grid
         raw = nib.load(bids / anat.relative_to(out) / f'{prefix}_T1w.nii.gz')
         mask = nib.load(found['mask'][0])
         assert mask.shape == raw.shape and np.allclose(mask.affine, raw.affine)
         assert set(np.unique(np.asanyarray(mask.dataobj))) == {0, 1}
-
-
-@pytest.mark.xfail(
-    reason='sMRIPrep reads any plain _dseg as its 3-class tissue segmentation (WM = 2, '
-    'fMRIPrep BBR and reports); synthbids writes SynthSeg (aseg) labels there, where 2 is the '
-    'left cerebral white matter only. See docs/chaining.md.',
-)
-def test_our_dseg_means_what_smriprep_expects(derivatives):
-    """sMRIPrep's dseg: 1 GM, 2 WM, 3 CSF. Ours is described by seg-aseg_dseg.tsv."""
-    _, out = derivatives
-    rows = [r.split('\t') for r in (out / 'seg-aseg_dseg.tsv').read_text().splitlines()[1:]]
+        # the aseg-like labels are found by their own name, with their lookup table
+        extra = {'session': session} if session else {}
+        aseg = layout.get(subject=subject, **ANAT, desc='aseg', suffix='dseg', **extra)
+        assert [f.filename for f in aseg] == [f'{prefix}_desc-aseg_dseg.nii.gz']
+    rows = [r.split('\t') for r in (out / 'desc-aseg_dseg.tsv').read_text().splitlines()[1:]]
     names = {int(index): name for index, name, *_ in rows}
-    assert set(names) <= {0, 1, 2, 3}, names
-    assert 'white' in names[2].lower() and 'left' not in names[2].lower(), names[2]
+    assert names[2] == 'left cerebral white matter' or 'Left' in names[2], names[2]
 
 
 def test_mask_only_view_chains_the_mask_alone(derivatives, tmp_path):

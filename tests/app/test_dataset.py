@@ -54,12 +54,12 @@ def test_dataset_files(tmp_path):
         'dataset_description.json',
         '.bidsignore',
         'descriptions.tsv',
-        'seg-aseg_dseg.tsv',
+        'desc-aseg_dseg.tsv',
     ]
     ignore = (tmp_path / 'out/.bidsignore').read_text().split()
     assert {'*.html', 'logs/', '*/figures/*', '*_volumes.tsv', '*_qc.tsv'} <= set(ignore)
     assert (
-        tmp_path / 'out/seg-aseg_dseg.tsv'
+        tmp_path / 'out/desc-aseg_dseg.tsv'
     ).read_text() == 'index\tname\tcolor\n0\tUnknown\t#000000\n'
     assert json.loads((tmp_path / 'out/dataset_description.json').read_text())['Name'] == (
         f'synthbids outputs for {tmp_path.name}'

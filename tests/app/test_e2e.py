@@ -128,14 +128,14 @@ def check_outputs(out: Path) -> None:
         == 'Brain'
     )
     probseg = json.loads(
-        (out / 'sub-03/ses-1/anat/sub-03_ses-1_seg-aseg_probseg.json').read_text()
+        (out / 'sub-03/ses-1/anat/sub-03_ses-1_desc-aseg_probseg.json').read_text()
     )
     assert (
         len(probseg['LabelMap'])
-        == nib.load(out / 'sub-03/ses-1/anat/sub-03_ses-1_seg-aseg_probseg.nii.gz').shape[3]
+        == nib.load(out / 'sub-03/ses-1/anat/sub-03_ses-1_desc-aseg_probseg.nii.gz').shape[3]
     )
 
-    lut = (out / 'seg-aseg_dseg.tsv').read_text().splitlines()
+    lut = (out / 'desc-aseg_dseg.tsv').read_text().splitlines()
     assert lut[0] == 'index\tname\tcolor' and len(lut) == 34
     assert all(re.fullmatch(r'\d+\t\S+\t#[0-9a-f]{6}', row) for row in lut[1:])
 

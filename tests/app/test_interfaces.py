@@ -135,10 +135,10 @@ def test_datasink_names_copies_and_sidecars(tmp_path, image):
         source_file=src,
         in_file=str(table),
         suffix='volumes',
-        seg='aseg',
+        desc='aseg',
         meta_dict={'a': 1},
     ).run()
-    assert res.outputs.out_file.endswith('sub-01_ses-2_run-1_space-T2w_seg-aseg_volumes.tsv')
+    assert res.outputs.out_file.endswith('sub-01_ses-2_run-1_space-T2w_desc-aseg_volumes.tsv')
     assert 'SpatialReference' not in json.loads(open(res.outputs.out_meta).read())
 
     svg = tmp_path / 'x.svg'

@@ -46,9 +46,9 @@ def test_every_derivative_name_is_valid_bids(relpath, prefix):
     names = [
         derivative_name(image, suffix='mask', extension='.nii.gz', desc='brain'),
         derivative_name(image, suffix=image.suffix, extension='.nii.gz', desc='brain'),
-        derivative_name(image, suffix='dseg', extension='.nii.gz', seg='aseg'),
-        derivative_name(image, suffix='dseg', extension='.nii.gz', seg='aparcaseg'),
-        derivative_name(image, suffix='probseg', extension='.nii.gz', seg='aseg'),
+        derivative_name(image, suffix='dseg', extension='.nii.gz', desc='aseg'),
+        derivative_name(image, suffix='dseg', extension='.nii.gz', desc='aparcaseg'),
+        derivative_name(image, suffix='probseg', extension='.nii.gz', desc='aseg'),
     ]
     for name in names:
         rel = derivative_relpath(image, name)
@@ -57,9 +57,9 @@ def test_every_derivative_name_is_valid_bids(relpath, prefix):
         assert is_valid_name(rel.replace('.nii.gz', '.json')), rel
     # tables are not in the schema: listed in .bidsignore instead
     table = derivative_relpath(
-        image, derivative_name(image, suffix='volumes', extension='.tsv', seg='aseg')
+        image, derivative_name(image, suffix='volumes', extension='.tsv', desc='aseg')
     )
-    assert table.endswith('seg-aseg_volumes.tsv') and not is_valid_name(table)
+    assert table.endswith('desc-aseg_volumes.tsv') and not is_valid_name(table)
 
 
 def test_t1w_and_t2w_of_one_session_never_collide():

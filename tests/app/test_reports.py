@@ -100,20 +100,20 @@ def outputs(tmp_path):
         )
     )
     write_tsv(
-        anat / 'sub-01_seg-aseg_volumes.tsv',
+        anat / 'sub-01_desc-aseg_volumes.tsv',
         ['index', 'name', 'volume'],
         [
             {'name': 'total intracranial', 'volume': 1500000.25},
             {'index': 17, 'name': 'left hippocampus', 'volume': 4000.5},
         ],
     )
-    (anat / 'sub-01_seg-aseg_volumes.json').write_text(json.dumps({'Sources': [src]}))
+    (anat / 'sub-01_desc-aseg_volumes.json').write_text(json.dumps({'Sources': [src]}))
     write_tsv(
-        anat / 'sub-01_seg-aseg_qc.tsv',
+        anat / 'sub-01_desc-aseg_qc.tsv',
         ['structure', 'score', 'flag'],
         [{'structure': 'general csf', 'score': 0.5, 'flag': 'fail'}],
     )
-    (anat / 'sub-01_seg-aseg_qc.json').write_text(json.dumps({'Sources': [src]}))
+    (anat / 'sub-01_desc-aseg_qc.json').write_text(json.dumps({'Sources': [src]}))
     log = out / 'sub-01/log/20260101-000000_x'
     log.mkdir(parents=True)
     (log / 'crash-1.txt').write_text(

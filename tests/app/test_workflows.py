@@ -102,7 +102,7 @@ def test_options_shape_the_graph(subjects, tmp_path, options, present, absent):
     leaves = {k.rsplit('.', 1)[-1]: n for k, n in nodes_of(wf).items()}
     assert present <= leaves.keys() and not absent & leaves.keys()
     if options.get('parc'):
-        assert leaves['ds_dseg'].inputs.seg == 'aparcaseg'
+        assert leaves['ds_dseg'].inputs.desc == 'aparcaseg'
         assert leaves['seg'].mem_gb == 7.0 and leaves['seg'].inputs.robust
 
 

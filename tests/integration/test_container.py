@@ -432,7 +432,7 @@ def test_participant_and_group_in_read_only_container(image, shared_inputs, tmp_
     raw = nib.load(shared_inputs['bids'] / 'sub-01/anat/sub-01_T1w.nii.gz')
     assert mask.shape == raw.shape and np.allclose(mask.affine, raw.affine)
     assert 0 < np.asanyarray(mask.dataobj).mean() < 1
-    dseg = np.asanyarray(nib.load(out / 'sub-01/anat/sub-01_seg-aseg_dseg.nii.gz').dataobj)
+    dseg = np.asanyarray(nib.load(out / 'sub-01/anat/sub-01_desc-aseg_dseg.nii.gz').dataobj)
     assert (dseg > 0).any() and (dseg == 0).any()
     qc = (out / 'group_qc.tsv').read_text().splitlines()
     assert len(qc) == 1 + 2  # sub-01's T1w and T2w

@@ -84,6 +84,6 @@ def test_participant_without_network_or_home(tmp_path, tiny_strip_ckpt, tiny_seg
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (out / 'sub-01/anat/sub-01_desc-brain_mask.nii.gz').is_file()
-    assert (out / 'sub-01/anat/sub-01_seg-aseg_dseg.nii.gz').is_file()
+    assert (out / 'sub-01/anat/sub-01_desc-aseg_dseg.nii.gz').is_file()
     assert 'Traceback' not in run.stderr
     assert 'templateflow' not in (run.stdout + run.stderr).lower()

@@ -331,8 +331,8 @@ def test_nipype_slurm_plugin(slurm, shared_inputs, tmp_path, monkeypatch, capsys
     for name in (
         'sub-01_desc-brain_mask.nii.gz',
         'sub-01_desc-brain_T1w.nii.gz',
-        'sub-01_seg-aseg_dseg.nii.gz',
-        'sub-01_seg-aseg_volumes.tsv',
+        'sub-01_desc-aseg_dseg.nii.gz',
+        'sub-01_desc-aseg_volumes.tsv',
     ):
         assert (out / 'sub-01' / 'anat' / name).is_file(), name
     # the two network steps ran as SLURM jobs (Nipype runs the output steps itself)
