@@ -59,32 +59,37 @@ def dice(a, b) -> float:
     return float(2 * np.logical_and(a, b).sum() / total) if total else 1.0
 
 
+def rendered(map_files, lut: np.ndarray, acquisitions=None):
+    """Yield ``(row, volume, truth)`` for every map and acquisition: the row's identity fields,
+    the rendered image as a :class:`Volume`, and ``lut`` of the map on the acquisition grid."""
+    for path in map_files:
+        indices = load_map_1mm(path)
+        truth = lut[indices]
+        for k, acq in enumerate(acquisitions or default_acquisitions()):
+            image, affine = render(indices, acq, seed=k)
+            row = {
+                'map': Path(path).name,
+                'contrast': acq.contrast,
+                'voxel_mm': list(acq.voxel_mm),
+            }
+            volume = as_volume(image, affine, f'{Path(path).name}:{acq.name}')
+            yield row, volume, sample_like(truth, acq)
+
+
 def strip_on_synthetic(
     model, map_files, acquisitions=None, border: float = 1.0, no_csf: bool = False
 ) -> list[dict]:
     from ..core.strip import strip
 
     tables = label_tables()
-    lut = tables.brain_no_csf if no_csf else tables.brain
     rows = []
-    for path in map_files:
-        indices = load_map_1mm(path)
-        truth = lut[indices]
-        for k, acq in enumerate(acquisitions or default_acquisitions()):
-            image, affine = render(indices, acq, seed=k)
-            start = time.perf_counter()
-            result = strip(
-                as_volume(image, affine, f'{Path(path).name}:{acq.name}'), model, border=border
-            )
-            rows.append(
-                {
-                    'map': Path(path).name,
-                    'contrast': acq.contrast,
-                    'voxel_mm': list(acq.voxel_mm),
-                    'dice': round(dice(result.mask, sample_like(truth, acq)), 4),
-                    'seconds': round(time.perf_counter() - start, 2),
-                }
-            )
+    lut = tables.brain_no_csf if no_csf else tables.brain
+    for row, volume, truth in rendered(map_files, lut, acquisitions):
+        start = time.perf_counter()
+        result = strip(volume, model, border=border)
+        row['dice'] = round(dice(result.mask, truth), 4)
+        row['seconds'] = round(time.perf_counter() - start, 2)
+        rows.append(row)
     return rows
 
 
@@ -116,30 +121,17 @@ def seg_on_synthetic(model, map_files, acquisitions=None) -> list[dict]:
 
     values = np.asarray(SEG_LABELS_V2)[label_tables().seg]
     rows = []
-    for path in map_files:
-        indices = load_map_1mm(path)
-        truth = values[indices]
-        for k, acq in enumerate(acquisitions or default_acquisitions()):
-            image, affine = render(indices, acq, seed=k)
-            start = time.perf_counter()
-            result = segment(
-                as_volume(image, affine, f'{Path(path).name}:{acq.name}'), model, keepgeom=True
-            )
-            seconds = time.perf_counter() - start
-            ref = sample_like(truth, acq)
-            per_label = {
-                str(v): round(dice(result.labels == v, ref == v), 4) for v in SEG_LABELS_V2 if v
-            }
-            rows.append(
-                {
-                    'map': Path(path).name,
-                    'contrast': acq.contrast,
-                    'voxel_mm': list(acq.voxel_mm),
-                    'dice': round(float(np.mean(list(per_label.values()))), 4),
-                    'dice_per_label': per_label,
-                    'seconds': round(seconds, 2),
-                }
-            )
+    for row, volume, truth in rendered(map_files, values, acquisitions):
+        start = time.perf_counter()
+        result = segment(volume, model, keepgeom=True)
+        seconds = time.perf_counter() - start
+        per_label = {
+            str(v): round(dice(result.labels == v, truth == v), 4) for v in SEG_LABELS_V2 if v
+        }
+        row['dice'] = round(float(np.mean(list(per_label.values()))), 4)
+        row['dice_per_label'] = per_label
+        row['seconds'] = round(seconds, 2)
+        rows.append(row)
     return rows
 
 
