@@ -415,7 +415,13 @@ def resolve_models(models):
             if models.parc:
                 resolve('seg-parc')
             if models.qc:
-                resolve('seg-qc')
+                try:
+                    resolve('seg-qc')
+                except WeightsError as err:
+                    # QC is on by default, but synthbids packages no QC network: the
+                    # segmentation still runs on the defaults, without QC scores
+                    log.warning('QC scores skipped (use --no-qc to silence this): %s', err)
+                    models = replace(models, qc=False)
     return replace(models, strip_model=strip.path, seg_model=seg_path), names
 
 

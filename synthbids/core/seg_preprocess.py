@@ -189,11 +189,12 @@ def parse_crop(crop) -> list[int] | None:
     return values * 3 if len(values) == 1 else values
 
 
-def crop_indices(shape, crop_sizes) -> list[int]:
-    """Centred crop of each size rounded up to a multiple of 32 (never larger than the image)."""
+def crop_indices(shape, crop_sizes, divisor: int = DIVISOR) -> list[int]:
+    """Centred crop of each size rounded up to a multiple of ``divisor`` (32 for the official
+    networks; never larger than the image)."""
     starts, stops = [], []
     for n, c in zip(shape, crop_sizes):
-        c = ceil_to(c)
+        c = ceil_to(c, divisor)
         start = max(int((n - c) / 2), 0)
         starts.append(start)
         stops.append(min(start + c, n))
@@ -210,9 +211,9 @@ def rescale(data: np.ndarray) -> np.ndarray:
     return (data - lo) / (hi - lo)
 
 
-def pad_indices(shape, min_pad) -> tuple[list[int], list[tuple[int, int]]]:
+def pad_indices(shape, min_pad, divisor: int = DIVISOR) -> tuple[list[int], list[tuple[int, int]]]:
     """``pad_idx`` and per-axis (before, after) zero padding to the network's shape."""
-    target = [max(ceil_to(n), ceil_to(m)) for n, m in zip(shape, min_pad)]
+    target = [max(ceil_to(n, divisor), ceil_to(m, divisor)) for n, m in zip(shape, min_pad)]
     margins = [((t - n) // 2, (t - n) - (t - n) // 2) for n, t in zip(shape, target)]
     if not any(t > n for n, t in zip(shape, target)):
         margins = [(0, 0)] * 3
@@ -220,8 +221,9 @@ def pad_indices(shape, min_pad) -> tuple[list[int], list[tuple[int, int]]]:
     return starts + [s + n for s, n in zip(starts, shape)], margins
 
 
-def preprocess(volume: Volume, crop=None, ct: bool = False) -> Prepared:
-    """Network input for ``volume`` (see the module docstring)."""
+def preprocess(volume: Volume, crop=None, ct: bool = False, divisor: int = DIVISOR) -> Prepared:
+    """Network input for ``volume`` (see the module docstring). ``divisor``: what the padded
+    (and cropped) sizes must be multiples of; networks on a coarser grid need more than 32."""
     crop_sizes = parse_crop(crop)
     data = image_data(volume)
     lo, hi = data.min(), data.max()
@@ -240,12 +242,12 @@ def preprocess(volume: Volume, crop=None, ct: bool = False) -> Prepared:
     data = alignment.apply(data)
     crop_idx = None
     if crop_sizes is not None:
-        crop_idx = crop_indices(data.shape, crop_sizes)
+        crop_idx = crop_indices(data.shape, crop_sizes, divisor)
         data = data[tuple(slice(crop_idx[i], crop_idx[i + 3]) for i in range(3))]
     if ct:
         data = np.clip(data, 0, 80)
     data = rescale(data)
-    pad_idx, margins = pad_indices(data.shape, crop_sizes or [MIN_PAD] * 3)
+    pad_idx, margins = pad_indices(data.shape, crop_sizes or [MIN_PAD] * 3, divisor)
     image = np.pad(data.astype(np.float32), margins)
     return Prepared(
         image=image,

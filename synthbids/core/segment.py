@@ -38,7 +38,7 @@ from .seg_postprocess import (
     qc_crop,
     qc_scores,
 )
-from .seg_preprocess import Prepared, preprocess
+from .seg_preprocess import DIVISOR, Prepared, preprocess
 from .weights import WeightsFile, official_entries, resolve
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,14 @@ class SegModel:
             predict_coarse(net, x, sink, factor, keep_skip=not self.low_memory, **kwargs)
         else:
             net.predict(x, sink, keep_skip=not self.low_memory, **kwargs)
+
+    @property
+    def divisor(self) -> int:
+        """Padded 1 mm sizes are multiples of this: 32 for the official networks; for a
+        network on a ``factor``-times coarser grid, ``factor`` times what the network needs
+        (a 3 mm network with 4 poolings: 48)."""
+        factor = int(round(self.voxsize))
+        return factor * self.unet.divisor if factor > 1 else DIVISOR
 
     @property
     def robust(self) -> bool:
@@ -439,7 +447,7 @@ def segment(
 ) -> SegResult:
     """Segment ``image`` (a path or a :class:`Volume` read with ``fdata=True``)."""
     volume = image if isinstance(image, Volume) else load_volume(image, max_dims=5, fdata=True)
-    prepared = preprocess(volume, crop=crop, ct=ct)
+    prepared = preprocess(volume, crop=crop, ct=ct, divisor=model.divisor)
     fast = fast or model.robust
     raw = run_networks(model, prepared.image, fast)
     cleaned = clean_posteriors(raw.posteriors, prepared.pad_idx, model.topology, fast)

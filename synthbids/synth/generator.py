@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -63,12 +64,17 @@ class GeneratorConfig:
     pet: float = 0.05
     partial_fov: float = 0.0
     crop_margin: float = 0.1  # fraction of the crop allowed outside the map on each side
+    focus: float = 0.0  # probability that the crop is centred in the brain's bounding box
     context: int = 0  # extra label voxels around the crop, for exact distance targets
 
     @classmethod
     def for_task(cls, task: str, **overrides) -> GeneratorConfig:
         """SynthStrip tasks see partial fields of view and more CT/PET; SynthSeg does not."""
         base = {'partial_fov': 0.25, 'ct': 0.1, 'pet': 0.07} if task.startswith('strip') else {}
+        if task == 'seg':
+            # uniform crops of a whole-head map are mostly outside the brain at coarse grids
+            # (measured: 73-97 % background in 48^3 crops at 3 mm); seg learns from the brain
+            base = {'focus': 0.9}
         return cls(**{**base, **overrides})
 
 
@@ -104,6 +110,7 @@ class SynthGenerator:
         self._flip = torch.as_tensor(t.flip, device=self.device)
         self._gauss = torch.as_tensor(t.gaussian_class, device=self.device)
         self._tissue = torch.as_tensor(t.tissue, device=self.device)
+        self._boxes = [_brain_box(m.indices, t) for m in maps]
 
     # ------------------------------------------------------------------ draws
     def _u(self, gen, lo=0.0, hi=1.0, n=()):
@@ -116,7 +123,7 @@ class SynthGenerator:
         cfg = self.config
         if map_index is None:
             map_index = int(torch.randint(len(self.maps), (1,), generator=gen, device=self.device))
-        context = self._deform(gen, self.maps[map_index])
+        context = self._deform(gen, self.maps[map_index], self._boxes[map_index])
         flipped = self._p(gen, cfg.flip)
         if flipped:
             context = self._flip[context.flip(0)]
@@ -149,7 +156,7 @@ class SynthGenerator:
         return Sample(image[None, None], labels, valid, context, info)
 
     # ------------------------------------------------------------------ spatial
-    def _deform(self, gen, volume: torch.Tensor) -> torch.Tensor:
+    def _deform(self, gen, volume: torch.Tensor, box=None) -> torch.Tensor:
         cfg = self.config
         shape = volume.shape
         linear = random_affine(gen, cfg.rotation_deg, cfg.scaling, cfg.shear, self.device)
@@ -162,10 +169,25 @@ class SynthGenerator:
         margin = cfg.crop_margin * crop
         lo = torch.minimum(-margin, size - crop + margin)
         hi = torch.maximum(size - crop + margin, -margin)
-        offset = torch.floor(lo + (hi - lo) * self._u(gen, n=(3,))) - cfg.context
+        offset = lo + (hi - lo) * self._u(gen, n=(3,))
+        if cfg.focus and box is not None and self._p(gen, cfg.focus):
+            offset = self._focused_offset(gen, box, size, crop, linear)
+        offset = torch.floor(offset) - cfg.context
         out_shape = tuple(c + 2 * cfg.context for c in cfg.crop)
         coords = source_coordinates(out_shape, offset, shape, linear, displacement)
         return sample_nearest(volume, coords[0])
+
+    def _focused_offset(self, gen, box, size, crop, linear) -> torch.Tensor:
+        """Crop offset (deformed-map voxels) whose centre maps to a random point of the
+        brain's bounding box: the box centre, moved by up to half the box's excess over the
+        crop plus an eighth of the crop."""
+        lo, hi = (torch.as_tensor(b, dtype=torch.float32, device=self.device) for b in box)
+        spread = (hi - lo - crop).clamp_min(0) / 2 + crop / 8
+        target = (lo + hi) / 2 + spread * self._u(gen, -1.0, 1.0, n=(3,))
+        centre = (size - 1) / 2
+        # source = centre + A (p - centre): the output point that samples ``target``
+        p = centre + torch.linalg.solve(linear, target - centre)
+        return p - crop / 2
 
     def _half_space(self, gen, shape) -> torch.Tensor:
         """Voxels on one side of a random axis-aligned plane through the central 60 %."""
@@ -312,3 +334,11 @@ def normalize_like_inference(image: torch.Tensor) -> torch.Tensor:
     if float(p99) <= 0:
         p99 = flat.max().clamp_min(1e-6)
     return (image / p99).clamp(0, 1)
+
+
+def _brain_box(indices: np.ndarray, tables: LabelTables) -> tuple[np.ndarray, np.ndarray] | None:
+    """First and last voxel of the map's SynthSeg labels (the brain) on each axis."""
+    inside = np.argwhere(tables.seg[indices] > 0)
+    if not len(inside):
+        return None
+    return inside.min(0).astype('float32'), inside.max(0).astype('float32')

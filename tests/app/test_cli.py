@@ -245,3 +245,24 @@ def test_seg_model_folder_must_hold_the_official_file(
     assert code == 66 and 'models/synthseg_2.0.h5: no such model file' in err
     code, _, err = run([*argv, '--robust'], capsys)
     assert code == 66 and 'synthseg_robust_2.0.h5: no such model file' in err
+
+
+def test_default_qc_is_skipped_with_a_warning_when_no_qc_network_is_found(
+    tmp_path, tiny_seg_h5, tiny_strip_ckpt, monkeypatch, caplog, no_packaged_weights
+):
+    """synthbids packages a SynthSeg network but no QC network: with the defaults (QC on) the
+    participant level segments without QC scores instead of failing."""
+    import shutil
+
+    from synthbids.cli.run import resolve_models
+    from synthbids.config import ModelSettings
+
+    models = tmp_path / 'models'
+    models.mkdir()
+    shutil.copy(tiny_seg_h5, models / tiny_seg_h5.name)  # the 2.0 network only
+    monkeypatch.setenv('SYNTHBIDS_MODELS', str(models))
+    settings = ModelSettings(strip_model=tiny_strip_ckpt, qc=True)
+    resolved, names = resolve_models(settings)
+    assert resolved.qc is False and resolved.segment
+    assert 'no SynthSeg QC weights found' in caplog.text and '--no-qc' in caplog.text
+    assert 'sha256' in names['seg']  # the segmentation itself still runs
