@@ -22,6 +22,60 @@ PROG = 'synthbids-train'
 TASKS = ('strip', 'strip-nocsf', 'head', 'seg')
 
 
+#: defaults of the options that define a run; resuming takes them from the run's recipe
+RECIPE = {
+    'voxsize': 2.0,
+    'crop': [96, 96, 96],
+    'features': 8,
+    'max_features': 32,
+    'levels': 5,
+    'seed': 0,
+    'val_maps': 2,
+}
+
+
+def recipe_options(args, previous: dict | None, out: Path) -> None:
+    """Fill the recipe options of ``args``: given, else recorded by the run being resumed,
+    else the defaults. A value that contradicts the recorded one is an error: the network
+    would not fit the saved state, or the samples would silently change (a resumed 3 mm run
+    must not continue at the 2 mm default)."""
+    from ..core.errors import SynthbidsError
+
+    recorded = {}
+    if previous is not None:
+        if previous.get('task') != args.task:
+            raise SynthbidsError(
+                f'{out / "run.json"}: this run trains {previous.get("task")}, not {args.task}'
+            )
+        net = previous.get('net', {})
+        recorded = {
+            'voxsize': previous.get('voxsize'),
+            'crop': previous.get('crop'),
+            'features': net.get('features'),
+            'max_features': net.get('max_features'),
+            'levels': net.get('levels'),
+            'seed': previous.get('seed'),
+            'val_maps': len(previous['val_maps']) if 'val_maps' in previous else None,
+        }
+    for key, default in RECIPE.items():
+        given, before = getattr(args, key), recorded.get(key)
+        if given is None:
+            setattr(args, key, default if before is None else before)
+        elif before is not None and _same(given, before) is False:
+            option = '--' + key.replace('_', '-')
+            shown = ' '.join(map(str, before)) if isinstance(before, list) else before
+            raise SynthbidsError(
+                f'{out / "run.json"}: the run was started with {option} {shown}; resuming '
+                'keeps it (use a new --out for another recipe)'
+            )
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, list | tuple):
+        return [float(x) for x in a] == [float(x) for x in b]
+    return float(a) == float(b)
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument('--version', action='version', version=f'{PROG} {__version__}')
@@ -36,25 +90,25 @@ def get_parser() -> argparse.ArgumentParser:
         )
         t.add_argument('--out', type=Path, required=True, help='run folder (resumable)')
         t.add_argument('--steps', type=int, default=1000, help='total iterations')
+        # recipe options: a resumed run keeps the values recorded in OUT/run.json
         t.add_argument(
             '--val-maps',
             type=int,
-            default=2,
-            help='number of maps held out for validation (default: 2)',
+            help=f'number of maps held out for validation (default: {RECIPE["val_maps"]})',
         )
         t.add_argument(
             '--voxsize',
             type=float,
-            default=2.0,
-            help='training resolution in mm (integer multiple of the maps)',
+            help="training resolution in mm, an integer multiple of the maps' "
+            f'(default: {RECIPE["voxsize"]})',
         )
-        t.add_argument('--crop', type=int, nargs=3, default=[96, 96, 96], metavar='N')
-        t.add_argument('--features', type=int, default=8)
-        t.add_argument('--max-features', type=int, default=32)
-        t.add_argument('--levels', type=int, default=5, help='poolings (input multiple of 2^L)')
-        t.add_argument('--lr', type=float, default=1e-4)
+        t.add_argument('--crop', type=int, nargs=3, metavar='N', help='default: 96 96 96')
+        t.add_argument('--features', type=int, help=f'default: {RECIPE["features"]}')
+        t.add_argument('--max-features', type=int, help=f'default: {RECIPE["max_features"]}')
+        t.add_argument('--levels', type=int, help='poolings (input multiple of 2^L; default: 5)')
+        t.add_argument('--seed', type=int, help='default: 0')
+        t.add_argument('--lr', type=float, default=1e-4, help='may change when resuming')
         t.add_argument('--warmup', type=int, default=0)
-        t.add_argument('--seed', type=int, default=0)
         t.add_argument('--val-every', type=int, default=250)
         t.add_argument('--val-samples', type=int, default=12)
         t.add_argument('--save-every', type=int, default=50)
@@ -116,6 +170,7 @@ def _train(args) -> int:
     recipe_path = args.out / 'run.json'
     previous = json.loads(recipe_path.read_text()) if recipe_path.exists() else None
     sources = args.maps or (previous and previous['maps'])
+    recipe_options(args, previous, args.out)
     if not sources:
         raise SynthbidsError('give --maps (no earlier run in the output folder)')
     files = _map_files(sources)

@@ -136,3 +136,22 @@ def test_seg_training_exports_keras_weights_that_the_seg_pipeline_loads(maps, tm
     result = segment(tmp_path / 'head.nii.gz', model, fast=True)
     assert result.labels.shape == (30, 34, 28)
     assert 'total intracranial' in result.volumes
+
+
+def test_resuming_keeps_the_recorded_recipe(maps, tmp_path, capsys):
+    """Resuming with only --out and --steps continues the run as recorded (1 mm here, not the
+    2 mm default); a contradicting recipe option is refused before anything is written."""
+    out = tmp_path / 'r'
+    assert main(args(maps, out, 1)) == 0
+    assert main(['strip', '--out', str(out), '--steps', '2', '-t', '1', '--val-every', '5']) == 0
+    meta = torch.load(out / 'last.pt', weights_only=True)['synthbids']
+    assert meta['iterations'] == 2 and meta['conform']['voxsize'] == 1.0
+    assert meta['recipe']['crop'] == [16, 16, 16] and meta['net']['features'] == 2
+    before = (out / 'history.tsv').read_text()
+    capsys.readouterr()
+    assert main(['strip', '--out', str(out), '--steps', '3', '--voxsize', '2']) != 0
+    err = capsys.readouterr().err
+    assert 'run.json' in err and 'started with --voxsize 1.0' in err
+    assert (out / 'history.tsv').read_text() == before
+    assert main(['head', '--out', str(out), '--steps', '3']) != 0
+    assert 'this run trains strip, not head' in capsys.readouterr().err
