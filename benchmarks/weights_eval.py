@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     if ch2.exists():
         if seg:
             result['colin27'] = seg_on_colin27(model, ch2)
+            ranges = HERE.parent / 'tests' / 'data' / 'seg_volume_ranges.json'
+            result['volume_ranges'] = json.loads(ranges.read_text())['ml']
             brief = {k: v for k, v in result['colin27'].items() if k != 'geometry'}
             print('Colin27:', json.dumps(brief), flush=True)
         else:

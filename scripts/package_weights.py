@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     p.add_argument('--gap', default='', help='paragraph on the distance to the goals')
     p.add_argument('--half', action='store_true', help='store float16 tensors')
     p.add_argument('--description', default='')
+    p.add_argument('--warning', default='', help='logged whenever the weights are used')
     args = p.parse_args(argv)
 
     file = args.file or args.name.replace('-', '_') + args.source.suffix
@@ -63,6 +64,8 @@ def main(argv=None) -> int:
         'card': card.name,
         'description': args.description or f'synthbids-trained {args.kind} weights',
     }
+    if args.warning:
+        index[args.name]['warning'] = args.warning
     index_path.write_text(json.dumps(index, indent=1) + '\n')
     print(f'{dest} ({dest.stat().st_size / 1e6:.2f} MB, sha256 {sha}); card {card}')
     return 0

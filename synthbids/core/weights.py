@@ -55,6 +55,7 @@ class RegistryEntry:
     description: str = ''
     packaged: bool = False
     card: str | None = None
+    warning: str = ''  # said whenever these weights are used (packaged early models)
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,8 @@ def resolve(kind: str, explicit: str | os.PathLike | None = None) -> WeightsFile
                     'packaged weights do not match their recorded SHA-256: reinstall synthbids',
                     path,
                 )
+            if entry.warning:
+                log.warning('%s: %s', entry.name, entry.warning)
             return _found(WeightsFile(entry.name, path, sha, 'packaged', True))
     raise WeightsError(_missing_message(kind))
 

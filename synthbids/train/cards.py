@@ -25,6 +25,21 @@ def _table(mapping: dict, key: str, value: str) -> str:
     return '\n'.join(lines)
 
 
+def _colin_volumes(geometry: dict, ranges: dict | None) -> list[str]:
+    """Per-label volume of Colin27 next to the range of the training heads."""
+    from ..core.labels import SEG_NAMES
+
+    lines = [
+        '| label | name | Colin27 (mL) | training heads (mL) |',
+        '| ---: | --- | ---: | ---: |',
+    ]
+    for label, g in sorted(geometry.items(), key=lambda kv: int(kv[0])):
+        lo_hi = (ranges or {}).get(str(label))
+        span = f'{lo_hi[0]:g}–{lo_hi[1]:g}' if lo_hi else ''
+        lines.append(f'| {label} | {SEG_NAMES.get(int(label), "")} | {g["ml"]:.2f} | {span} |')
+    return [*lines, '']
+
+
 def _read(weights: Path):
     """(metadata, parameter count, dtype name) of a .pt or Keras .h5 weights file."""
     if weights.suffix == '.h5':
@@ -73,7 +88,7 @@ def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
         f'{gen.get("mean_range")}, SDs {gen.get("std_range")}), CT-like p={gen.get("ct")}, '
         f'PET-like p={gen.get("pet")}, bias field p={gen.get("bias")}, gamma, random '
         f'resolution up to {gen.get("max_res_aniso")} mm slices, noise, partial field of view '
-        f'p={gen.get("partial_fov")}.',
+        f'p={gen.get("partial_fov")}, crops centred in the brain p={gen.get("focus", 0.0)}.',
         '',
         '## Measured accuracy',
         '',
@@ -95,6 +110,7 @@ def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
             f'labels on their own side of the midline: {c["lateral_labels_on_their_side"]}; '
             f'labelled brain {total:.0f} mL; {c["seconds"]} s on CPU (whole pipeline).',
             '',
+            *_colin_volumes(c['geometry'], evaluation.get('volume_ranges')),
         ]
     elif 'colin27' in evaluation:
         c = evaluation['colin27']
