@@ -61,7 +61,7 @@ def recipe_options(args, previous: dict | None, out: Path) -> None:
         given, before = getattr(args, key), recorded.get(key)
         if given is None:
             setattr(args, key, default if before is None else before)
-        elif before is not None and _same(given, before) is False:
+        elif before is not None and not _same(given, before):
             option = '--' + key.replace('_', '-')
             shown = ' '.join(map(str, before)) if isinstance(before, list) else before
             raise SynthbidsError(

@@ -110,7 +110,9 @@ class SynthGenerator:
         self._flip = torch.as_tensor(t.flip, device=self.device)
         self._gauss = torch.as_tensor(t.gaussian_class, device=self.device)
         self._tissue = torch.as_tensor(t.tissue, device=self.device)
-        self._boxes = [_brain_box(m.indices, t) for m in maps]
+        # only focused crops need the brain's bounding box
+        focus = self.config.focus > 0
+        self._boxes = [_brain_box(m.indices, t) if focus else None for m in maps]
 
     # ------------------------------------------------------------------ draws
     def _u(self, gen, lo=0.0, hi=1.0, n=()):

@@ -121,9 +121,12 @@ def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
             '',
         ]
     if 'by_contrast' in evaluation:
+        truth = (
+            'mean Dice against the true labels' if task == 'seg' else 'Dice against the true mask'
+        )
         lines += [
             'Held-out maps rendered as named contrasts and resolutions, whole inference '
-            'pipeline, Dice against the true mask:',
+            f'pipeline, {truth}:',
             '',
             _table(evaluation['by_contrast'], 'contrast', 'mean Dice'),
             '',
