@@ -102,11 +102,21 @@ def get_parser() -> argparse.ArgumentParser:
             help="training resolution in mm, an integer multiple of the maps' "
             f'(default: {RECIPE["voxsize"]})',
         )
-        t.add_argument('--crop', type=int, nargs=3, metavar='N', help='default: 96 96 96')
+        t.add_argument(
+            '--crop',
+            type=int,
+            nargs=3,
+            metavar='N',
+            help='default: ' + ' '.join(map(str, RECIPE['crop'])),
+        )
         t.add_argument('--features', type=int, help=f'default: {RECIPE["features"]}')
         t.add_argument('--max-features', type=int, help=f'default: {RECIPE["max_features"]}')
-        t.add_argument('--levels', type=int, help='poolings (input multiple of 2^L; default: 5)')
-        t.add_argument('--seed', type=int, help='default: 0')
+        t.add_argument(
+            '--levels',
+            type=int,
+            help=f'poolings (input multiple of 2^L; default: {RECIPE["levels"]})',
+        )
+        t.add_argument('--seed', type=int, help=f'default: {RECIPE["seed"]}')
         t.add_argument('--lr', type=float, default=1e-4, help='may change when resuming')
         t.add_argument('--warmup', type=int, default=0)
         t.add_argument('--val-every', type=int, default=250)

@@ -199,6 +199,12 @@ def mode_downsample(indices: np.ndarray, factor: int) -> np.ndarray:
     return best
 
 
+def ras_to_lia(data: np.ndarray) -> np.ndarray:
+    """A RAS-canonical array in the generator's LIA voxel layout (SynthStrip's conformed
+    orientation): (x, y, z) -> (x, z, y), then the first two axes reversed."""
+    return np.flip(np.transpose(data, (0, 2, 1)), axis=(0, 1))
+
+
 @dataclass
 class LabelMap:
     """A training map at the generator's resolution (LIA), as generation-label indices."""
@@ -227,7 +233,7 @@ def load_label_maps(paths, voxsize: float = 2.0, cache: Path | None = None) -> l
                 continue
         canon = nib.as_closest_canonical(img)  # RAS, then to LIA below
         data = np.asanyarray(canon.dataobj)
-        lia = np.flip(np.transpose(data, (0, 2, 1)), axis=(0, 1))  # RAS -> (x, z, y) -> LIA
+        lia = ras_to_lia(data)
         indices = mode_downsample(to_indices(lia, path), factor)
         if key is not None:
             key.parent.mkdir(parents=True, exist_ok=True)

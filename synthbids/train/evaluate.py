@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core.imageio import Volume, load_volume
 from ..synth.contrasts import CONTRASTS, Acquisition, render, sample_like
-from ..synth.labelmaps import label_tables, to_indices
+from ..synth.labelmaps import label_tables, ras_to_lia, to_indices
 
 DEFAULT_RESOLUTIONS = ((1, 1, 1), (1, 1, 5), (3, 3, 3), (5, 1, 1))
 
@@ -37,7 +37,7 @@ def load_map_1mm(path: str | Path) -> np.ndarray:
     """A label map as generation indices in LIA orientation at its native 1 mm."""
     canon = nib.as_closest_canonical(nib.load(path))
     data = np.asanyarray(canon.dataobj)
-    lia = np.flip(np.transpose(data, (0, 2, 1)), axis=(0, 1))
+    lia = ras_to_lia(data)
     return np.ascontiguousarray(to_indices(lia, path))
 
 

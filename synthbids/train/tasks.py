@@ -286,8 +286,8 @@ class SegTask(Task):
 
 
 def lia_to_ras(t: torch.Tensor) -> torch.Tensor:
-    """An array in the generator's LIA voxel layout (last three dims) as RAS: what
-    ``mri_synthseg`` aligns every input to before its network sees it."""
+    """An array in the generator's LIA voxel layout (last three dims) as RAS, what
+    ``mri_synthseg`` aligns every input to: the inverse of ``labelmaps.ras_to_lia``."""
     return t.flip(-3).transpose(-2, -1).flip(-1)
 
 

@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from synthbids.synth.labelmaps import label_tables
+from synthbids.synth.labelmaps import label_tables, ras_to_lia
 from synthbids.train.tasks import NetConfig, SegTask, lia_to_ras, ras_network
 
 LIA = np.array([[-1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=float)
@@ -18,6 +18,7 @@ def test_lia_to_ras_matches_nibabel_canonical_orientation():
     assert nib.aff2axcodes(canonical.affine) == ('R', 'A', 'S')
     ours = lia_to_ras(torch.from_numpy(data)).numpy()
     assert np.array_equal(ours, np.asanyarray(canonical.dataobj))
+    assert np.array_equal(ras_to_lia(ours), data)  # the training maps' conversion, inverted
 
 
 def test_exported_network_on_ras_input_equals_trained_network_on_lia_input():
