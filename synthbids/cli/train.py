@@ -130,7 +130,7 @@ def get_parser() -> argparse.ArgumentParser:
             '--init',
             type=Path,
             metavar='WEIGHTS',
-            help='start a new run from these exported weights (fine-tuning)',
+            help="start a new run from exported .pt weights or a run's state.pt (fine-tuning)",
         )
         t.add_argument('-v', '--verbose', action='count', default=1)
     e = sub.add_parser('export', help='copy deployable weights, optionally as float16')

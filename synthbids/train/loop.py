@@ -129,6 +129,25 @@ def export(task: Task, net, path: Path, step: int, recipe: dict, metrics: dict) 
     os.replace(tmp, path)
 
 
+def init_weights(path: Path, device) -> dict:
+    """The network weights of exported ``.pt`` weights or of another run's ``state.pt``
+    (the only form for seg runs, whose exported weights are Keras ``.h5`` in RAS layout)."""
+    from ..core.errors import WeightsError
+
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # an .h5 file, a truncated file, ...
+        raise WeightsError(
+            f'cannot start from it ({type(err).__name__}); give exported .pt weights or a '
+            "run's state.pt",
+            path,
+        ) from None
+    for key in ('model_state_dict', 'net'):
+        if isinstance(ckpt, dict) and key in ckpt:
+            return ckpt[key]
+    raise WeightsError('neither exported weights nor a state.pt (no network weights)', path)
+
+
 def train(
     task: Task,
     generator: SynthGenerator,
@@ -148,8 +167,7 @@ def train(
     step, best = 0, None
     state_path = out / 'state.pt'
     if config.init is not None and not state_path.exists():
-        init = torch.load(config.init, map_location=device, weights_only=True)
-        net.load_state_dict(init['model_state_dict'])
+        net.load_state_dict(init_weights(config.init, device))
         log.info('initialised from %s', config.init)
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)

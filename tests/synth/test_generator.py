@@ -149,6 +149,52 @@ def test_mode_downsample_keeps_thin_majorities():
     assert out.shape == (2, 2, 2) and out[0, 0, 0] == 3 and out[1, 1, 1] == 0
 
 
+def test_tissue_contrast_draws_one_mean_per_tissue():
+    """With ``tissue_contrast`` labels of one tissue (thalamus, pallidum: deep grey) look
+    alike, within the per-label jitter, while per-label draws set them far apart."""
+    shape = (32, 32, 32)
+    m = np.full(shape, IDX[2], np.uint8)  # white matter around two deep grey nuclei
+    m[6:14, 8:24, 8:24] = IDX[10]
+    m[18:26, 8:24, 8:24] = IDX[13]
+
+    def gaps(tissue_contrast):
+        cfg = GeneratorConfig(
+            crop=shape,
+            ct=0,
+            pet=0,
+            tissue_contrast=tissue_contrast,
+            tissue_jitter=0.05,
+            bias=0,
+            gamma_std=0,
+            noise=0,
+            resolution_keep=1,
+            std_range=(0, 1),
+            rotation_deg=0,
+            scaling=0,
+            shear=0,
+            elastic_std_mm=0,
+            crop_margin=0,
+            flip=0,
+        )
+        generator = SynthGenerator([LabelMap('nuclei', m, 1.0)], cfg)
+        gen = torch.Generator().manual_seed(4)
+        out = []
+        for _ in range(10):
+            s = generator.sample(gen)
+            img, lab = s.image[0, 0], s.indices
+            means = [float(img[lab == IDX[v]].mean()) for v in (10, 13, 2)]
+            # thalamus-pallidum gap relative to the thalamus-white matter gap
+            out.append(abs(means[0] - means[1]) / max(abs(means[0] - means[2]), 1e-3))
+        return np.array(out)
+
+    shared, independent = gaps(1.0), gaps(0.0)
+    # means within +-5 % of one tissue mean differ by at most ~10 % of the intensity range
+    assert np.median(shared) < 0.2
+    assert np.median(independent) > 0.3
+    assert GeneratorConfig.for_task('seg').tissue_contrast > 0
+    assert GeneratorConfig.for_task('strip').tissue_contrast == 0
+
+
 def test_focused_crops_sit_in_the_brain():
     """``focus`` centres crops in the brain's bounding box even when the brain is far from the
     map's centre (whole-head maps at coarse grids); uniform crops mostly miss it."""

@@ -138,6 +138,27 @@ def test_seg_training_exports_keras_weights_that_the_seg_pipeline_loads(maps, tm
     assert 'total intracranial' in result.volumes
 
 
+def test_seg_fine_tuning_starts_from_a_run_state(maps, tmp_path, capsys):
+    """Seg runs export Keras .h5 in RAS layout, so a seg fine-tune starts from another run's
+    state.pt; an .h5 is refused with a message that names it."""
+    seg = args(maps, tmp_path / 'a', 1)
+    seg[0] = 'seg'
+    seg[seg.index('--voxsize') + 1] = '2'
+    assert main(seg) == 0
+    tuned = seg[:]
+    tuned[tuned.index('--out') + 1] = str(tmp_path / 'b')
+    tuned[tuned.index('--steps') + 1] = '0'
+    assert main([*tuned, '--init', str(tmp_path / 'a' / 'state.pt')]) == 0
+    a = torch.load(tmp_path / 'a' / 'state.pt', weights_only=True)['net']
+    b = torch.load(tmp_path / 'b' / 'state.pt', weights_only=True)['net']
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    tuned[tuned.index('--out') + 1] = str(tmp_path / 'c')
+    assert main([*tuned, '--init', str(tmp_path / 'a' / 'best.h5')]) != 0
+    err = capsys.readouterr().err
+    assert 'best.h5: cannot start from it' in err and 'state.pt' in err
+
+
 def test_resuming_keeps_the_recorded_recipe(maps, tmp_path, capsys):
     """Resuming with only --out and --steps continues the run as recorded (1 mm here, not the
     2 mm default); a contradicting recipe option is refused before anything is written."""
