@@ -172,10 +172,15 @@ def resolve(kind: str, explicit: str | os.PathLike | None = None) -> WeightsFile
                     'packaged weights do not match their recorded SHA-256: reinstall synthbids',
                     path,
                 )
-            if entry.warning:
+            if entry.warning and entry.name not in _WARNED:
+                _WARNED.add(entry.name)
                 log.warning('%s: %s', entry.name, entry.warning)
             return _found(WeightsFile(entry.name, path, sha, 'packaged', True))
     raise WeightsError(_missing_message(kind))
+
+
+#: packaged entries whose warning this process has logged (once is enough)
+_WARNED: set[str] = set()
 
 
 def _check_official(entry: RegistryEntry, path: Path, source: str) -> WeightsFile:

@@ -60,6 +60,20 @@ def test_missing_weights_say_how_to_get_them(monkeypatch):
     assert '\n' not in text
 
 
+def test_packaged_early_model_warns_once_per_process(caplog, monkeypatch):
+    """The packaged seg weights carry a warning; resolving them again in the same process (the
+    BIDS App resolves, then each interface does) does not repeat it."""
+    monkeypatch.setattr(W, '_WARNED', set())
+    entry = W.packaged_entries()['synthbids-seg']
+    assert entry.warning
+    with caplog.at_level('WARNING'):
+        first = W.resolve('seg')
+        second = W.resolve('seg')
+    assert first.source == second.source == 'packaged'
+    said = [r.getMessage() for r in caplog.records if entry.warning in r.getMessage()]
+    assert said == [f'synthbids-seg: {entry.warning}']
+
+
 def test_unknown_official_hash_is_accepted_unverified(tmp_path, monkeypatch):
     env = tmp_path / 'env'
     env.mkdir()
