@@ -123,6 +123,11 @@ def get_parser() -> argparse.ArgumentParser:
         t.add_argument('--val-samples', type=int, default=12)
         t.add_argument('--save-every', type=int, default=50)
         t.add_argument('--workers', type=int, default=0, help='data-generating processes')
+        t.add_argument(
+            '--freeze-bn',
+            action='store_true',
+            help='keep batch-norm statistics fixed, as at inference (fine-tuning seg nets)',
+        )
         t.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
         t.add_argument('-t', '--threads', type=int, help='CPU threads for training')
         t.add_argument('--cache', type=Path, help='cache of downsampled maps (default: OUT)')
@@ -231,9 +236,12 @@ def _train(args) -> int:
         warmup=args.warmup,
         workers=args.workers,
         init=args.init,
+        freeze_bn=args.freeze_bn,
     )
     if args.init:
         recipe['init'] = str(args.init)
+    if args.freeze_bn:
+        recipe['freeze_bn'] = True
     print(
         f'{PROG}: {args.task} on {device}, {len(train_files)} training maps, '
         f'{len(val_files)} held out ({", ".join(p.name for p in val_files)})',

@@ -38,6 +38,7 @@ class TrainConfig:
     workers: int = 0  # background processes generating samples
     init: Path | None = None  # exported weights to start a new run from
     clip: float = 5.0  # gradient-norm clipping (no normalisation layers: keeps Adam stable)
+    freeze_bn: bool = False  # batch norm in inference mode while training (see train_mode)
 
 
 class Progress:
@@ -86,6 +87,9 @@ class SampleStream(torch.utils.data.IterableDataset):
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         if info is not None:
             torch.set_num_threads(1)
+            # a job-wide SIGTERM (scancel) is the main process's to handle: it saves and
+            # shuts the workers down; a worker dying first would crash the run instead
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         step = self.start + worker
         while True:
             gen = torch.Generator(device=self.generator.device)
@@ -105,15 +109,31 @@ def validation_set(task: Task, generator: SynthGenerator, n: int, seed: int = 12
     return out
 
 
+def train_mode(net, freeze_bn: bool = False) -> None:
+    """Training mode; with ``freeze_bn`` every batch norm keeps normalising by its running
+    statistics, as at inference, while its scale and shift still learn.
+
+    With batch size 1, a training-mode batch norm normalises each sample by its own feature
+    statistics, which under random contrasts differ from sample to sample; at inference the
+    running averages replace them. A batch-1 SynthSeg net trained 8,000 steps scored 0.51
+    mean Dice on the validation samples with per-sample statistics and 0.35 with the running
+    ones. Fine-tuning with frozen statistics trains what inference runs."""
+    net.train()
+    if freeze_bn:
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 @torch.no_grad()
-def validate(task: Task, net, samples, device) -> dict[str, float]:
+def validate(task: Task, net, samples, device, freeze_bn: bool = False) -> dict[str, float]:
     net.eval()
     scores: dict[str, list[float]] = {}
     for x, target, weight, _ in samples:
         pred = net(x.to(device).contiguous(memory_format=torch.channels_last_3d))
         for k, v in task.metrics(pred, target.to(device), weight.to(device)).items():
             scores.setdefault(k, []).append(v)
-    net.train()
+    train_mode(net, freeze_bn)
     return {k: float(sum(v) / len(v)) for k, v in scores.items()}
 
 
@@ -122,10 +142,11 @@ def export(task: Task, net, path: Path, step: int, recipe: dict, metrics: dict) 
     meta = task.export_meta(step, recipe)
     meta['validation'] = metrics
     tmp = path.with_name(f'.{path.name}.tmp')
-    was_training = net.training
+    modes = [(m, m.training) for m in net.modules()]  # frozen batch norms stay frozen
     net.eval()
     task.save_weights(net, tmp, meta)
-    net.train(was_training)
+    for m, training in modes:
+        m.training = training
     os.replace(tmp, path)
 
 
@@ -191,7 +212,7 @@ def train(
     progress = Progress(config.steps, step, config.log_every)
     ema = None
     t_start = time.perf_counter()
-    net.train()
+    train_mode(net, config.freeze_bn)
 
     def save():
         tmp = state_path.with_suffix('.tmp')
@@ -231,7 +252,7 @@ def train(
                 fh.write(f'{step}\tloss\t{value:.6f}\t{time.perf_counter() - t_start:.1f}\n')
             progress.update(step, f'loss {ema:.4f}')
             if step % config.val_every == 0 or step == config.steps:
-                scores = validate(task, net, val, device)
+                scores = validate(task, net, val, device, config.freeze_bn)
                 with history.open('a') as fh:
                     for k, v in scores.items():
                         fh.write(

@@ -159,6 +159,61 @@ def test_seg_fine_tuning_starts_from_a_run_state(maps, tmp_path, capsys):
     assert 'best.h5: cannot start from it' in err and 'state.pt' in err
 
 
+def test_freeze_bn_trains_weights_but_keeps_batch_norm_statistics(maps, tmp_path):
+    """--freeze-bn fine-tunes with the running statistics that inference uses: convolutions
+    learn, the statistics stay those of the starting state (also across validation and the
+    exports in between)."""
+    seg = args(maps, tmp_path / 'a', 2)
+    seg[0] = 'seg'
+    seg[seg.index('--voxsize') + 1] = '2'
+    assert main(seg) == 0
+    tuned = seg[:]
+    tuned[tuned.index('--out') + 1] = str(tmp_path / 'b')
+    tuned[tuned.index('--steps') + 1] = '4'
+    assert main([*tuned, '--init', str(tmp_path / 'a' / 'state.pt'), '--freeze-bn']) == 0
+    a = torch.load(tmp_path / 'a' / 'state.pt', weights_only=True)['net']
+    b = torch.load(tmp_path / 'b' / 'state.pt', weights_only=True)['net']
+    stats = [k for k in a if k.endswith(('running_mean', 'running_var'))]
+    convs = [k for k in a if k.endswith('weight') and a[k].ndim == 5]
+    assert stats and convs
+    assert all(torch.equal(a[k], b[k]) for k in stats)
+    assert any(not torch.equal(a[k], b[k]) for k in convs)
+    assert torch.load(tmp_path / 'b' / 'state.pt', weights_only=True)['step'] == 4
+
+
+def test_sigterm_to_the_whole_job_saves_and_exits_cleanly(maps, tmp_path):
+    """SLURM's scancel signals every process of the job, data workers included: the run
+    saves its state and exits 0 instead of dying on the killed worker."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / 'term'
+    cmd = [sys.executable, '-m', 'synthbids.cli.train', *args(maps, out, 100000)]
+    cmd[cmd.index('--save-every') + 1] = '1000'
+    cmd[cmd.index('--val-every') + 1] = '1000'
+    proc = subprocess.Popen(
+        [*cmd, '--workers', '1'],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    history = out / 'history.tsv'
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+        not history.exists() or history.read_text().count('\tloss\t') < 3
+    ):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    step = torch.load(out / 'state.pt', weights_only=True)['step']
+    assert step >= 3 and f'stopped at step {step}' in stdout
+
+
 def test_resuming_keeps_the_recorded_recipe(maps, tmp_path, capsys):
     """Resuming with only --out and --steps continues the run as recorded (1 mm here, not the
     2 mm default); a contradicting recipe option is refused before anything is written."""
