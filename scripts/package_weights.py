@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     p.add_argument('--file', help='file name in the package (default: <name>.pt)')
     p.add_argument('--eval', type=Path, help='evaluation JSON for the model card')
     p.add_argument('--gap', default='', help='paragraph on the distance to the goals')
+    p.add_argument('--history', default='', help='paragraph on how the weights were trained')
     p.add_argument('--half', action='store_true', help='store float16 tensors')
     p.add_argument('--description', default='')
     p.add_argument('--warning', default='', help='logged whenever the weights are used')
@@ -52,6 +53,8 @@ def main(argv=None) -> int:
     evaluation = json.loads(args.eval.read_text()) if args.eval else {}
     if args.gap:
         evaluation['gap'] = args.gap
+    if args.history:
+        evaluation['history'] = args.history
     card = dest.with_suffix('.md')
     card.write_text(model_card(dest, evaluation, sha, args.name))
     index_path = WEIGHTS / 'index.json'

@@ -72,8 +72,12 @@ def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
         f'* **Inference grid**: {json.dumps(grid)}.',
         f'* **Iterations**: {meta.get("iterations")} (batch 1, crops of '
         f'{recipe.get("crop")} voxels at {recipe.get("voxsize")} mm), Adam, '
-        f'lr {recipe.get("lr")}.',
+        f'lr {recipe.get("lr")}'
+        + (f'; fine-tuned from `{Path(recipe["init"]).name}`' if recipe.get('init') else '')
+        + ('; batch norm frozen (inference statistics)' if recipe.get('freeze_bn') else '')
+        + '.',
         '',
+        *([evaluation['history'], ''] if evaluation.get('history') else []),
         '## Data',
         '',
         'Synthetic images drawn by the synthbids generator from '
@@ -88,7 +92,8 @@ def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
         f'{gen.get("mean_range")}, SDs {gen.get("std_range")}), CT-like p={gen.get("ct")}, '
         f'PET-like p={gen.get("pet")}, bias field p={gen.get("bias")}, gamma, random '
         f'resolution up to {gen.get("max_res_aniso")} mm slices, noise, partial field of view '
-        f'p={gen.get("partial_fov")}, crops centred in the brain p={gen.get("focus", 0.0)}.',
+        f'p={gen.get("partial_fov")}, crops centred in the brain p={gen.get("focus", 0.0)}, '
+        f'MRI contrasts drawn per tissue p={gen.get("tissue_contrast", 0.0)}.',
         '',
         '## Measured accuracy',
         '',

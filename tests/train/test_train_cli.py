@@ -179,6 +179,12 @@ def test_freeze_bn_trains_weights_but_keeps_batch_norm_statistics(maps, tmp_path
     assert all(torch.equal(a[k], b[k]) for k in stats)
     assert any(not torch.equal(a[k], b[k]) for k in convs)
     assert torch.load(tmp_path / 'b' / 'state.pt', weights_only=True)['step'] == 4
+    # the model card tells how the weights were made
+    from synthbids.train.cards import model_card
+
+    card = model_card(tmp_path / 'b' / 'last.h5', {'history': 'Three stages.'}, 'ab' * 32, 'x')
+    assert 'fine-tuned from `state.pt`; batch norm frozen (inference statistics).' in card
+    assert 'MRI contrasts drawn per tissue p=0.5' in card and '\nThree stages.\n' in card
 
 
 def test_sigterm_to_the_whole_job_saves_and_exits_cleanly(maps, tmp_path):
