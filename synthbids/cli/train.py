@@ -186,6 +186,8 @@ def _train(args) -> int:
     previous = json.loads(recipe_path.read_text()) if recipe_path.exists() else None
     sources = args.maps or (previous and previous['maps'])
     recipe_options(args, previous, args.out)
+    # a frozen-batch-norm run stays frozen when resumed
+    args.freeze_bn = args.freeze_bn or bool(previous and previous.get('freeze_bn'))
     if not sources:
         raise SynthbidsError('give --maps (no earlier run in the output folder)')
     files = _map_files(sources)
@@ -238,8 +240,8 @@ def _train(args) -> int:
         init=args.init,
         freeze_bn=args.freeze_bn,
     )
-    if args.init:
-        recipe['init'] = str(args.init)
+    if args.init or (previous and previous.get('init')):  # a resumed run keeps its lineage
+        recipe['init'] = str(args.init or previous['init'])
     if args.freeze_bn:
         recipe['freeze_bn'] = True
     print(

@@ -179,6 +179,10 @@ def test_freeze_bn_trains_weights_but_keeps_batch_norm_statistics(maps, tmp_path
     assert all(torch.equal(a[k], b[k]) for k in stats)
     assert any(not torch.equal(a[k], b[k]) for k in convs)
     assert torch.load(tmp_path / 'b' / 'state.pt', weights_only=True)['step'] == 4
+    # resuming without the flag keeps the run's frozen statistics
+    assert main(['seg', '--out', str(tmp_path / 'b'), '--steps', '6', '-t', '1']) == 0
+    c = torch.load(tmp_path / 'b' / 'state.pt', weights_only=True)
+    assert c['step'] == 6 and all(torch.equal(a[k], c['net'][k]) for k in stats)
     # the model card tells how the weights were made
     from synthbids.train.cards import model_card
 
