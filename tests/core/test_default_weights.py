@@ -82,12 +82,6 @@ def test_strip_cli_on_fresh_install(ch2, tmp_path):
 RANGES = Path(__file__).parents[1] / 'data' / 'seg_volume_ranges.json'
 #: how far a label's volume may sit outside the range of the 18 training heads
 VOLUME_SLACK = 2.5
-#: labels still far outside that on Colin27 with the packaged weights (measured: thalamus 42 mL,
-#: pallidum 29 mL, ventral DC 20 mL, amygdala, accumbens, 4th ventricle; 2-15x the training
-#: maximum; see the model card). Issue 4's volume criterion is not met for them yet; this
-#: bound only catches regressions, and a label that comes within range may leave the list.
-OVERSIZED = {10, 13, 15, 18, 26, 28, 49, 52, 54, 58, 60}
-OVERSIZED_FACTOR = 20
 #: labels that lie above / below others in every human head (RAS z of the centroids)
 ABOVE = [(3, 8), (42, 47), (10, 16), (49, 16), (4, 16), (43, 16), (2, 8), (41, 47)]
 
@@ -123,15 +117,13 @@ def test_default_seg_colin27_has_every_label_in_its_place(colin_seg):
         for v, g in geometry.items()
         if not ranges[str(v)][0] / VOLUME_SLACK <= g['ml'] <= ranges[str(v)][1] * VOLUME_SLACK
     }
-    unexpected = {v: o for v, o in outside.items() if v not in OVERSIZED}
-    assert not unexpected, (
-        f'label volumes (ml) outside the training range x/{VOLUME_SLACK}: {unexpected}'
+    # Colin27 is MNI-sized (about 1.4x an average brain); the closest label is the left
+    # pallidum, 4.73 mL against 4.75 (measured with the packaged weights, see the model card)
+    assert not outside, (
+        f'label volumes (ml) outside the training range x/{VOLUME_SLACK}: {outside}'
     )
-    for v in OVERSIZED:
-        lo, hi = ranges[str(v)]
-        assert lo / VOLUME_SLACK <= geometry[v]['ml'] <= hi * OVERSIZED_FACTOR, (v, geometry[v])
     # a brain with its CSF, not a head (Colin27 is MNI-sized: ch2bet's brain is 1737 mL,
-    # the packaged SynthStrip mask 2022 mL; measured here: 2141 mL)
+    # the packaged SynthStrip mask 2022 mL; measured here: 1928 mL)
     assert 1200 <= sum(g['ml'] for g in geometry.values()) <= 2400
 
     brain = np.argwhere(result.labels > 0).mean(axis=0)
