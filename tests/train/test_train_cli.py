@@ -59,6 +59,14 @@ def args(maps, out, steps):
     ]
 
 
+def seg_args(maps, out, steps):
+    """:func:`args` for a seg run on a 2 mm grid."""
+    seg = args(maps, out, steps)
+    seg[0] = 'seg'
+    seg[seg.index('--voxsize') + 1] = '2'
+    return seg
+
+
 def test_training_resumes_exactly_and_exports_official_format(maps, tmp_path, capsys):
     assert main(args(maps, tmp_path / 'a', 4)) == 0
     assert main(args(maps, tmp_path / 'b', 2)) == 0
@@ -120,9 +128,7 @@ def test_seg_training_exports_keras_weights_that_the_seg_pipeline_loads(maps, tm
     from synthbids.core.seg_keras import read_keras_meta
     from synthbids.core.segment import load_seg_model, segment
 
-    seg = args(maps, tmp_path / 'seg', 2)
-    seg[0] = 'seg'
-    seg[seg.index('--voxsize') + 1] = '2'
+    seg = seg_args(maps, tmp_path / 'seg', 2)
     assert main(seg) == 0
     best = tmp_path / 'seg' / 'best.h5'
     meta = read_keras_meta(best)
@@ -141,20 +147,16 @@ def test_seg_training_exports_keras_weights_that_the_seg_pipeline_loads(maps, tm
 def test_seg_fine_tuning_starts_from_a_run_state(maps, tmp_path, capsys):
     """Seg runs export Keras .h5 in RAS layout, so a seg fine-tune starts from another run's
     state.pt; an .h5 is refused with a message that names it."""
-    seg = args(maps, tmp_path / 'a', 1)
-    seg[0] = 'seg'
-    seg[seg.index('--voxsize') + 1] = '2'
+    seg = seg_args(maps, tmp_path / 'a', 1)
     assert main(seg) == 0
-    tuned = seg[:]
-    tuned[tuned.index('--out') + 1] = str(tmp_path / 'b')
-    tuned[tuned.index('--steps') + 1] = '0'
+    tuned = seg_args(maps, tmp_path / 'b', 0)
     assert main([*tuned, '--init', str(tmp_path / 'a' / 'state.pt')]) == 0
     a = torch.load(tmp_path / 'a' / 'state.pt', weights_only=True)['net']
     b = torch.load(tmp_path / 'b' / 'state.pt', weights_only=True)['net']
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     capsys.readouterr()
-    tuned[tuned.index('--out') + 1] = str(tmp_path / 'c')
-    assert main([*tuned, '--init', str(tmp_path / 'a' / 'best.h5')]) != 0
+    refused = seg_args(maps, tmp_path / 'c', 0)
+    assert main([*refused, '--init', str(tmp_path / 'a' / 'best.h5')]) != 0
     err = capsys.readouterr().err
     assert 'best.h5: cannot start from it' in err and 'state.pt' in err
 
@@ -163,13 +165,9 @@ def test_freeze_bn_trains_weights_but_keeps_batch_norm_statistics(maps, tmp_path
     """--freeze-bn fine-tunes with the running statistics that inference uses: convolutions
     learn, the statistics stay those of the starting state (also across validation and the
     exports in between)."""
-    seg = args(maps, tmp_path / 'a', 2)
-    seg[0] = 'seg'
-    seg[seg.index('--voxsize') + 1] = '2'
+    seg = seg_args(maps, tmp_path / 'a', 2)
     assert main(seg) == 0
-    tuned = seg[:]
-    tuned[tuned.index('--out') + 1] = str(tmp_path / 'b')
-    tuned[tuned.index('--steps') + 1] = '4'
+    tuned = seg_args(maps, tmp_path / 'b', 4)
     assert main([*tuned, '--init', str(tmp_path / 'a' / 'state.pt'), '--freeze-bn']) == 0
     a = torch.load(tmp_path / 'a' / 'state.pt', weights_only=True)['net']
     b = torch.load(tmp_path / 'b' / 'state.pt', weights_only=True)['net']
