@@ -19,6 +19,8 @@ from synthbids.synth.labelmaps import (
 from synthbids.synth.targets import seg_target, signed_distance, strip_target
 
 IDX = {v: i for i, v in enumerate(GENERATION_LABELS)}
+#: generator settings that sample the map as it is: no affine, no deformation, centred crop
+NO_WARP = dict(rotation_deg=0, scaling=0, shear=0, elastic_std_mm=0, crop_margin=0)
 
 
 def toy_map(shape=(48, 48, 48)) -> LabelMap:
@@ -88,15 +90,7 @@ def test_intensities_follow_the_labels(generator):
 
 
 def test_flip_swaps_left_and_right_labels():
-    cfg = GeneratorConfig(
-        crop=(32, 32, 32),
-        flip=1.0,
-        rotation_deg=0,
-        scaling=0,
-        shear=0,
-        elastic_std_mm=0,
-        crop_margin=0,
-    )
+    cfg = GeneratorConfig(crop=(32, 32, 32), flip=1.0, **NO_WARP)
     flipped = SynthGenerator([toy_map()], cfg).sample(torch.Generator().manual_seed(1))
     cfg.flip = 0.0
     plain = SynthGenerator([toy_map()], cfg).sample(torch.Generator().manual_seed(1))
@@ -169,12 +163,8 @@ def test_tissue_contrast_draws_one_mean_per_tissue():
             noise=0,
             resolution_keep=1,
             std_range=(0, 1),
-            rotation_deg=0,
-            scaling=0,
-            shear=0,
-            elastic_std_mm=0,
-            crop_margin=0,
             flip=0,
+            **NO_WARP,
         )
         generator = SynthGenerator([LabelMap('nuclei', m, 1.0)], cfg)
         gen = torch.Generator().manual_seed(4)
