@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from synthbids.core import labels as L
+from synthbids.core.qc_net import QCNet
 from synthbids.core.seg_keras import write_keras_h5
-from synthbids.core.seg_nets import QCNet, SegUNet
+from synthbids.core.seg_nets import SegUNet
 
 #: label -> (slope, intercept) of its logit as a function of the rescaled intensity
 BANDS = {0: (0.0, 0.0), 24: (10.0, -2.5), 3: (20.0, -7.5), 2: (30.0, -14.5)}

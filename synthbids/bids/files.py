@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from ..core.errors import OutputError
+from ..core.atomic import atomic_path, write_text
 
-
-def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.partial', dir=path.parent)
-        with os.fdopen(fd, 'w', encoding='utf-8') as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise OutputError(path, f'cannot write: {err.strerror or err}') from None
-    return path
+__all__ = ['copy_file', 'read_tsv', 'write_json', 'write_text', 'write_tsv']
 
 
 def write_json(path: Path, data: dict) -> Path:
@@ -33,15 +18,8 @@ def write_json(path: Path, data: dict) -> Path:
 def copy_file(src: Path, dest: Path) -> Path:
     """Copy ``src`` to ``dest`` atomically (a crash never leaves a partial ``dest``)."""
     dest = Path(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f'.{dest.name}.', suffix='.partial', dir=dest.parent)
-        os.close(fd)
+    with atomic_path(dest, makedirs=True) as tmp:
         shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except OSError as err:
-        raise OutputError(dest, f'cannot write: {err.strerror or err}') from None
     return dest
 
 

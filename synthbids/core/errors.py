@@ -11,6 +11,12 @@ class SynthbidsError(Exception):
     exit_code = 1
 
 
+class UsageError(SynthbidsError):
+    """Options that do not go together or are missing (exit 2, as argparse's own errors)."""
+
+    exit_code = 2
+
+
 class InputError(SynthbidsError):
     """An input file cannot be used; the message names the file and the problem."""
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from .atomic import discard, staging_path
 from .errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
@@ -277,12 +278,6 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 class OutputSet:
     """All-or-nothing writing of several files.
 
@@ -307,19 +302,9 @@ class OutputSet:
     def add(self, img, path: str | os.PathLike) -> None:
         path = Path(path)
         _, ext = split_ext(path)
-        try:
-            fd, tmp = tempfile.mkstemp(
-                prefix=f'.{path.name}.',
-                suffix=f'.partial{ext}',
-                dir=path.parent if str(path.parent) else '.',
-            )
-        except OSError as err:
-            raise OutputError(path, f'cannot write: {err.strerror or err}') from None
-        os.close(fd)
-        tmp = Path(tmp)
+        tmp = staging_path(path, ext)
         self._staged.append((tmp, path))
         try:
-            os.chmod(tmp, 0o666 & ~_umask())
             nib.save(img, tmp)
         except OSError as err:
             raise OutputError(path, f'cannot write: {err.strerror or err}') from None
@@ -338,8 +323,5 @@ class OutputSet:
 
     def discard(self) -> None:
         for tmp, _ in self._staged:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
+            discard(tmp)
         self._staged = []

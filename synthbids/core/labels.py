@@ -29,11 +29,44 @@ DK_REGIONS = (
 #: Cortical parcellation labels (69, sorted): background and 34 regions per hemisphere.
 PARC_LABELS = (0,) + tuple(base + i for base in (1000, 2000) for i in range(1, 36) if i != 4)
 
+#: Cerebral cortex (left, right): what the parcellation replaces.
+CORTEX = (3, 42)
+
 #: Left/right label pairs swapped by the flip test-time augmentation.
 LR_PAIRS = (
     (2, 41), (3, 42), (4, 43), (5, 44), (7, 46), (8, 47), (10, 49), (11, 50), (12, 51),
     (13, 52), (17, 53), (18, 54), (26, 58), (28, 60),
 )  # fmt: skip
+
+#: The other left/right labels of the training maps (25/57, 30/62, 136/163, 137/164; see
+#: SPEC-synth.md §3.1), which the generator's flip swaps too.
+TRAINING_LR_PAIRS = ((25, 57), (30, 62), (136, 163), (137, 164))
+
+#: Coarse tissue of every label of the segmentations and the training maps (FreeSurfer values;
+#: 5xx: the extra-cerebral labels of SimNIBS-CHARM): the generator's per-tissue contrasts and
+#: CT/PET profiles, and any grey/white/CSF summary, read it from here.
+TISSUES = {
+    'background': (0,),
+    'gm': (3, 42, 8, 47, 17, 18, 53, 54),
+    'wm': (2, 41, 7, 46, 16, 28, 60, 85, 25, 57),
+    'deep_gm': (10, 11, 12, 13, 26, 49, 50, 51, 52, 58),
+    'csf': (4, 5, 14, 15, 24, 43, 44, 72, 136, 137, 163, 164),
+    'bone': (515, 516),
+    'skin': (511,),
+    'soft': (508, 509, 512, 530),
+    'fat': (507,),
+    'eye': (506,),
+    'vessel': (30, 62, 502, 514),
+}
+
+
+def tissue(label: int) -> str:
+    """The coarse tissue of a label (:data:`TISSUES`; unknown labels count as vessels)."""
+    for name, members in TISSUES.items():
+        if label in members:
+            return name
+    return 'vessel'
+
 
 #: Structure names as in ``mri_synthseg``'s volume CSV.
 SEG_NAMES = {
@@ -199,5 +232,5 @@ def dseg_tsv(labels) -> str:
 
 def segmentation_labels_with_parcellation(v1: bool = False) -> tuple[int, ...]:
     """Every label a ``--parc`` segmentation can contain (cortex replaced by parcels)."""
-    base = [lab for lab in seg_labels(v1) if lab not in (3, 42)]
+    base = [lab for lab in seg_labels(v1) if lab not in CORTEX]
     return tuple(sorted(base + list(PARC_LABELS[1:])))

@@ -42,25 +42,33 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def extend_sdt(sdt: np.ndarray, border: float) -> np.ndarray:
-    """Widen a narrow-band distance map for large borders.
+def extend_sdt(
+    sdt: np.ndarray, border: float, voxsize: float = 1.0, band: float | None = None
+) -> np.ndarray:
+    """Widen a narrow-band distance map (mm, on a grid of ``voxsize`` mm) for large borders.
 
     The network's distance is only meaningful within a few mm of the brain. When ``border``
     reaches the largest predicted value, the outside is recomputed as the Euclidean distance
-    (voxels) to the region ``sdt < 1``, within its bounding box grown by ``int(border + 0.5)``;
-    inside values are kept and everything further away gets 100.
+    in mm to the region ``sdt < 1``, within its bounding box grown by ``border`` (rounded to
+    whole voxels); inside values are kept and everything further away gets 100. On the 1 mm
+    grid of the official weights this is ``mri_synthstrip``'s rule exactly. Weights trained
+    on a distance clipped to ``band`` mm predict about ``band`` everywhere far from the brain:
+    for them the map is widened from ``band - 1`` mm on.
     """
-    if border < int(sdt.max()):
+    limit = int(sdt.max()) if band is None else min(int(sdt.max()), band - 1)
+    if border < limit:
         return sdt
     inside = sdt < 1
     if not inside.any():
         return sdt
-    gap = int(border + 0.5)
+    gap = int(border / voxsize + 0.5)
+    if voxsize > 1:  # a coarse map is interpolated onto the input grid: one voxel more
+        gap += 1
     box = tuple(
         slice(max(s.start - gap, 0), min(s.stop + gap, n))
         for s, n in zip(bbox_slices(inside), sdt.shape)
     )
     out = np.full_like(sdt, 100)
-    out[box] = ndimage.distance_transform_edt(~inside[box])
+    out[box] = ndimage.distance_transform_edt(~inside[box], sampling=voxsize)
     out[inside] = sdt[inside]
     return out

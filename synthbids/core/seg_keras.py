@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from .errors import WeightsError
-from .seg_nets import QCNet, SegUNet
+from .qc_net import QCNet
+from .seg_nets import SegUNet
 
 #: Prefixes of the networks SynthSeg stores in its weights files.
 PREFIXES = {

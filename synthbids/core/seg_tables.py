@@ -12,13 +12,12 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .errors import OutputError
+from .atomic import write_text
 
 
 def subject_name(path: str | os.PathLike) -> str:
@@ -53,17 +52,5 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], shared: bool = T
 
 
 def write_table(path: str | os.PathLike, text: str) -> Path:
-    """Replace ``path`` with ``text`` atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path('.')
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.partial', dir=folder)
-        with os.fdopen(fd, 'w', newline='') as fh:
-            fh.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise OutputError(path, f'cannot write: {err.strerror or err}') from None
-    return path
+    """Replace ``path`` with ``text`` atomically (CSV line ends kept as they are)."""
+    return write_text(path, text, newline='')

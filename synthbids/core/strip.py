@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .checkpoints import read_checkpoint
 from .errors import InputError, WeightsError
 from .geometry import (
     LIA_DIRECTIONS,
@@ -34,7 +35,7 @@ from .geometry import (
     sample_linear,
     sample_nearest,
 )
-from .imageio import Volume, load_volume, require_signal
+from .imageio import OutputSet, Volume, image_like, load_volume, require_signal
 from .masks import extend_sdt, fill_holes, largest_component
 from .stripnet import StripUNet
 from .weights import WeightsFile, resolve
@@ -51,6 +52,7 @@ class StripSettings:
     min_shape: int = 192
     max_shape: int = 320
     interp: str = 'nearest'  # 'linear': Gaussian anti-aliasing + trilinear (our 2 mm weights)
+    band: float | None = None  # distance band (mm) the weights were trained on, if recorded
 
 
 @dataclass
@@ -86,27 +88,6 @@ class StripResult:
         return iter((self.mask, self.sdt, self.stripped))
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a SynthStrip checkpoint; one-line WeightsError for anything else."""
-    path = os.fspath(path)
-    with open(path, 'rb') as fh:
-        magic = fh.read(8)
-    if magic.startswith(b'\x89HDF'):
-        raise WeightsError(
-            'is a Keras/HDF5 weights file (SynthSeg?), not a SynthStrip checkpoint', path
-        )
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(f'not a PyTorch checkpoint ({detail[:120]})', path) from None
-    if isinstance(ckpt, dict) and 'model_state_dict' in ckpt:
-        return ckpt
-    if isinstance(ckpt, dict) and any(k.startswith('encoder.') for k in ckpt):
-        return {'model_state_dict': ckpt}
-    raise WeightsError("not a SynthStrip checkpoint (no 'model_state_dict')", path)
-
-
 def build_strip_net(ckpt: dict, path: str | os.PathLike = '') -> StripUNet:
     state = ckpt['model_state_dict']
     try:
@@ -120,13 +101,19 @@ def load_strip_model(
     model: str | os.PathLike | None = None,
     no_csf: bool = False,
     device: str | torch.device = 'cpu',
+    warn: bool = True,
+    sha256: str | None = None,
 ) -> StripModel:
-    """Resolve, load and prepare SynthStrip weights once (``model`` overrides the search)."""
-    weights = resolve('strip-nocsf' if no_csf else 'strip', explicit=model)
+    """Resolve, load and prepare SynthStrip weights once (``model`` overrides the search).
+    ``warn`` logs the warning of early packaged weights (a caller that already said it
+    passes False); ``sha256``, the known hash of ``model``, saves hashing it again."""
+    weights = resolve('strip-nocsf' if no_csf else 'strip', explicit=model, sha256=sha256)
+    if warn and weights.warning:
+        log.warning('%s: %s', weights.name, weights.warning)
     ckpt = read_checkpoint(weights.path)
     net = build_strip_net(ckpt, weights.path)
     meta = ckpt.get('synthbids', {}) if isinstance(ckpt.get('synthbids'), dict) else {}
-    settings = StripSettings(**meta.get('conform', {}))
+    settings = StripSettings(**meta.get('conform', {}), band=meta.get('band_mm'))
     device = torch.device(device)
     net = net.to(device=device, memory_format=torch.channels_last_3d)
     return StripModel(net=net, weights=weights, settings=settings, device=device)
@@ -199,7 +186,7 @@ def strip_volume(
         )
         sdt = predict_sdt(model, conformed)
         raw.append(sdt)
-        sdt = extend_sdt(sdt, border)
+        sdt = extend_sdt(sdt, border, model.settings.voxsize, model.settings.band)
         sdt = resample_to(sdt, conformed.grid, grid, fill=100.0)
         masks.append(mask_from_sdt(sdt, border))
         sdts.append(sdt)
@@ -219,3 +206,29 @@ def strip(image, model: StripModel, border: float = 1.0, fill: float | None = No
     if border != border or border in (float('inf'), float('-inf')):
         raise InputError(None, f'invalid border {border}')
     return strip_volume(volume, model, border=border, fill=fill)
+
+
+def strip_file(
+    image,
+    model: StripModel,
+    *,
+    out: str | os.PathLike | None = None,
+    mask: str | os.PathLike | None = None,
+    sdt: str | os.PathLike | None = None,
+    border: float = 1.0,
+    fill: float | None = None,
+) -> tuple[StripResult, Volume]:
+    """Skull-strip one image (a path or a :class:`Volume`) and write the requested files on
+    its grid and header, all or nothing: the stripped image (input data type), the mask
+    (uint8) and the signed distance (float32, mm). ``synthbids-strip`` and the BIDS App both
+    call this. Returns the result and the input volume (for reports drawn from memory)."""
+    volume = image if isinstance(image, Volume) else load_volume(image)
+    result = strip(volume, model, border=border, fill=fill)
+    with OutputSet() as staged:
+        if out is not None:
+            staged.add(image_like(result.stripped, volume, out), out)
+        if mask is not None:
+            staged.add(image_like(result.mask.astype(np.uint8), volume, mask), mask)
+        if sdt is not None:
+            staged.add(image_like(result.sdt, volume, sdt), sdt)
+    return result, volume

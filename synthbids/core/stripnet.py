@@ -12,13 +12,14 @@ the 48-channel full-resolution tensor never exists at once: peak memory drops se
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .engine import CL, UpsampledConv, cached, even_rows, in_slabs, pad_low, run
 
 #: Official layout: 7 levels, 16 features doubling up to 64, 2 convolutions per level.
 OFFICIAL_ENCODER = ((16, 16), (32, 32), (64, 64), (64, 64), (64, 64), (64, 64))
@@ -35,7 +36,9 @@ class ConvBlock(nn.Module):
         self.final = final
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
+        return self.activate(self.conv(x))
+
+    def activate(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.final else F.leaky_relu(x, 0.2)
 
 
@@ -113,123 +116,54 @@ class StripUNet(nn.Module):
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor, slab: int = 32) -> torch.Tensor:
-        """Same values as ``forward`` (to float rounding), in less time and memory.
+        """Same values as ``forward`` (to float rounding), in less time and memory, on the
+        shared inference engine (:mod:`.engine`):
 
         * ``channels_last_3d`` layout (about 1.7x faster convolutions on CPU);
-        * every "nearest upsample x2, concatenate, convolve" is computed without building the
-          upsampled tensor: the convolution of an upsampled input equals, for each of the 8
-          output parities, a 2x2x2 convolution of the low-resolution input with summed taps
-          (:func:`phase_kernels`), which is 27/8 times less arithmetic for that part;
+        * every "nearest upsample x2, concatenate, convolve" runs at low resolution without
+          building the upsampled or concatenated tensors (:class:`~.engine.UpsampledConv`);
         * the two full-resolution ends (first encoder level; tail) run in slabs of ``slab``
-          planes along the first spatial axis. A slab reads one extra plane per convolution on
-          either side, so zero padding only happens at the true border and the result equals
-          the whole-volume computation.
+          planes along the first spatial axis, each with a halo, so the result equals the
+          whole-volume computation.
         """
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-        skips = [self._encoder_level0_in_slabs(x, slab)]
-        x = F.max_pool3d(skips[0], 2)
+        x = x.contiguous(memory_format=CL)
+        first = self.encoder[0]
+        level0 = in_slabs(x, first[-1].conv.out_channels, slab, len(first), self._slab_of(x))
+        skips = [level0]
+        x = F.max_pool3d(level0, 2)
         for level in self.encoder[1:]:
-            for conv in level:
-                x = conv(x)
+            x = run(level, x)
             skips.append(x)
             x = F.max_pool3d(x, 2)
-        for conv in self.decoder[0]:
-            x = conv(x)
-        for level in self.decoder[1:]:
-            x = _upsample_concat_convs(x, skips.pop(), list(level))
-        return self._tail_in_slabs(x, skips.pop(), slab).contiguous()
+        x = run(self.decoder[0], x)
+        for m, level in enumerate(self.decoder[1:], start=1):
+            x = run(level[1:], self._up_conv(m)(pad_low(x), skips.pop()))
+        return self._tail(x, skips.pop(), slab).contiguous()
 
-    def _encoder_level0_in_slabs(self, x: torch.Tensor, slab: int) -> torch.Tensor:
-        convs = list(self.encoder[0])
-        return _in_slabs(
-            x.shape[2],
-            slab,
-            len(convs),
-            convs[-1].conv.out_channels,
-            x,
-            lambda lo, hi: _run(convs, x[:, :, lo:hi]),
-        )
+    def _slab_of(self, x: torch.Tensor):
+        return lambda lo, hi: run(self.encoder[0], x[:, :, lo:hi])
 
-    def _tail_in_slabs(self, low: torch.Tensor, skip: torch.Tensor, slab: int) -> torch.Tensor:
-        convs = list(self.remaining)
-        return _in_slabs(
-            skip.shape[2],
-            slab,
-            len(convs),
-            convs[-1].conv.out_channels,
-            skip,
-            lambda lo, hi: _upsample_concat_convs(low, skip, convs, (lo, hi)),
-            even=True,
-        )
+    def _up_conv(self, m: int) -> UpsampledConv:
+        """The first convolution after decoder level ``m - 1`` (``m == len(decoder)``: the
+        tail's), applied to ``cat([upsample2(low), skip])`` at low resolution (cached)."""
+        first = self.remaining[0] if m == len(self.decoder) else self.decoder[m][0]
 
+        def build():
+            skip = self.layout['encoder'][len(self.encoder) - m][-1]
+            return UpsampledConv(first.conv, skip, False, first.activate)
 
-def _run(convs, y: torch.Tensor) -> torch.Tensor:
-    for conv in convs:
-        y = conv(y)
-    return y
+        return cached(self, ('up', m), (first.conv.weight, first.conv.bias), build)
 
+    def _tail(self, low: torch.Tensor, skip: torch.Tensor, slab: int) -> torch.Tensor:
+        up_conv = self._up_conv(len(self.decoder))
+        convs = self.remaining
 
-def _in_slabs(depth, slab, halo, channels, like, compute, even=False) -> torch.Tensor:
-    """Assemble ``compute(lo, hi)`` (rows lo..hi of the first spatial axis, with a halo of
-    ``halo`` rows that are discarded) into a full output tensor."""
-    out = torch.empty(
-        (like.shape[0], channels, *like.shape[2:]), dtype=like.dtype, device=like.device
-    ).contiguous(memory_format=torch.channels_last_3d)
-    for start in range(0, depth, slab):
-        stop = min(start + slab, depth)
-        lo, hi = max(start - halo, 0), min(stop + halo, depth)
-        if even:  # keep half-resolution rows aligned
-            lo, hi = lo - lo % 2, min(hi + hi % 2, depth)
-        y = compute(lo, hi)
-        out[:, :, start:stop] = y[:, :, start - lo : stop - lo]
-    return out
+        def compute(lo, hi):
+            lo2, hi2 = even_rows(lo, hi)
+            y = up_conv(pad_low(low, lo2 // 2, hi2 // 2), skip[:, :, lo2:hi2])
+            return run(convs[1:], y)[:, :, lo - lo2 : hi - lo2]
 
-
-#: Per axis and output parity p, how the 3 taps of a convolution of a nearest-upsampled
-#: signal fold onto 2 taps of the low-resolution signal: p = 0 sees rows (i-1, i, i) and
-#: p = 1 sees (i, i, i+1).
-_FOLD = torch.tensor([[[1.0, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]])
-
-
-def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
-    """(Cout, Cin, 3, 3, 3) kernels acting on an upsampled input -> (8 * Cout, Cin, 2, 2, 2)
-    kernels acting on the low-resolution input, one block of Cout per output parity."""
-    fold = _FOLD.to(weight)
-    k = torch.einsum('pai,qbj,rck,oxijk->pqroxabc', fold, fold, fold, weight)
-    return k.reshape(8 * weight.shape[0], weight.shape[1], 2, 2, 2)
-
-
-def _upsampled_conv(low: torch.Tensor, weight: torch.Tensor, rows=None) -> torch.Tensor:
-    """``conv3d(upsample_nearest_x2(low), weight, padding=1)`` (no bias) for full-resolution
-    rows ``rows`` (even bounds; default all), computed at low resolution."""
-    n = low.shape[2]
-    a, b = (0, n) if rows is None else (rows[0] // 2, rows[1] // 2)
-    part = low[:, :, max(a - 1, 0) : min(b + 1, n)]
-    part = F.pad(part, (1, 1, 1, 1, int(a == 0), int(b == n)))
-    phases = F.conv3d(part, phase_kernels(weight))
-    cout = weight.shape[0]
-    h, w = low.shape[3], low.shape[4]
-    out = torch.empty(
-        (low.shape[0], cout, 2 * (b - a), 2 * h, 2 * w), dtype=low.dtype, device=low.device
-    ).contiguous(memory_format=torch.channels_last_3d)
-    for index, (p, q, r) in enumerate(itertools.product((0, 1), repeat=3)):
-        block = phases[:, index * cout : (index + 1) * cout]
-        out[:, :, p::2, q::2, r::2] = block[:, :, p : p + b - a, q : q + h, r : r + w]
-    return out
-
-
-def _upsample_concat_convs(low, skip, convs, rows=None) -> torch.Tensor:
-    """``convs`` applied to ``cat([upsample(low), skip])`` (optionally for full-resolution
-    ``rows`` only), without materialising the upsampled or concatenated tensors."""
-    first = convs[0]
-    cy = low.shape[1]
-    weight, bias = first.conv.weight, first.conv.bias
-    part = skip if rows is None else skip[:, :, rows[0] : rows[1]]
-    y = F.conv3d(part, weight[:, cy:], bias, padding=1)
-    y += _upsampled_conv(low, weight[:, :cy], rows)
-    if not first.final:
-        y = F.leaky_relu(y, 0.2)
-    return _run(convs[1:], y)
+        return in_slabs(skip, convs[-1].conv.out_channels, slab, len(convs), compute)
 
 
 _KEY = re.compile(

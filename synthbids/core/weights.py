@@ -1,5 +1,5 @@
-"""Where model weights come from: the registry of official files, the user cache, fetching
-with resume and SHA-256 verification, and the resolution order used by every command.
+"""Where model weights come from: the registry of official files, the user cache, and the
+resolution order used by every command (downloading is :mod:`synthbids.fetch`'s, not the core's).
 
 Resolution order for a model kind (``strip``, ``strip-nocsf``, ``seg``, ...):
 
@@ -14,14 +14,10 @@ Nothing is ever downloaded implicitly: ``synthbids-models fetch`` is the only ne
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,17 +52,35 @@ class RegistryEntry:
     packaged: bool = False
     card: str | None = None
     warning: str = ''  # said whenever these weights are used (packaged early models)
+    accuracy: str = ''  # packaged weights: what their model card measured, in one line
 
 
 @dataclass(frozen=True)
 class WeightsFile:
-    """The weights a run actually uses: logged and returned with every result."""
+    """The weights a run actually uses: logged and returned with every result.
+
+    ``source`` says where the file was found (``argument``, ``environment``, ``cache``,
+    ``freesurfer``, ``packaged``); ``entry`` is the registry entry whose SHA-256 it matches
+    (None for custom weights), which tells official from packaged weights."""
 
     name: str
     path: Path
     sha256: str
     source: str
     verified: bool
+    entry: RegistryEntry | None = None
+
+    @property
+    def origin(self) -> str:
+        """``official``, ``packaged`` (trained by synthbids) or ``custom``."""
+        if self.entry is None or not self.verified:
+            return 'custom'
+        return 'packaged' if self.entry.packaged else 'official'
+
+    @property
+    def warning(self) -> str:
+        """What a user must be told whenever these weights run (early packaged models)."""
+        return self.entry.warning if self.entry is not None and self.verified else ''
 
     def as_dict(self) -> dict:
         return {
@@ -76,6 +90,47 @@ class WeightsFile:
             'source': self.source,
             'verified': self.verified,
         }
+
+    def describe(self) -> dict:
+        """Sidecar form (BIDS ``ModelWeights`` entry): which weights ran, where they came
+        from and, for weights packaged with synthbids, their model card's measured accuracy."""
+        out = {
+            'Name': self.name,
+            'File': self.path.name,
+            'SHA256': self.sha256,
+            'Source': self.source,
+            'Verified': self.verified,
+            'Origin': ORIGINS[self.origin],
+        }
+        if self.origin == 'packaged':
+            if self.entry.card:
+                out['ModelCard'] = self.entry.card
+            if self.entry.accuracy:
+                out['Accuracy'] = self.entry.accuracy
+        if self.warning:
+            out['Warning'] = self.warning
+        return out
+
+
+#: How each origin is named in sidecars, reports and the methods text.
+ORIGINS = {
+    'official': 'official weights published by the SynthStrip/SynthSeg authors',
+    'packaged': 'default weights trained and packaged by synthbids',
+    'custom': 'custom weights (not in the synthbids registry)',
+}
+
+
+def model_name(kind: str, weights: WeightsFile) -> str:
+    """Human name of the network that ran: the official model's name only for the official
+    weights (``SynthSeg 2.0``), otherwise what it is (a SynthSeg 2.0 network with weights
+    trained by synthbids, or custom weights)."""
+    base = KIND_NAMES.get(kind, kind)
+    if weights.origin == 'official':
+        return base
+    if weights.origin == 'packaged':
+        early = ' (early model)' if weights.warning else ''
+        return f'{base} network, weights trained by synthbids{early}'
+    return f'{base} network, custom weights'
 
 
 def _load_json(name: str) -> dict:
@@ -143,16 +198,23 @@ def identify(sha: str) -> RegistryEntry | None:
     return None
 
 
-def resolve(kind: str, explicit: str | os.PathLike | None = None) -> WeightsFile:
-    """Find the weights for ``kind`` following the documented order (module docstring)."""
+def resolve(
+    kind: str, explicit: str | os.PathLike | None = None, sha256: str | None = None
+) -> WeightsFile:
+    """Find the weights for ``kind`` following the documented order (module docstring).
+
+    An explicit file that is the packaged one, or an official file in a searched folder, keeps
+    that source (a BIDS App node receives the path its main process resolved, and its
+    ``sha256``: a file is hashed once per run)."""
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
             raise WeightsError('no such model file' if not path.exists() else 'not a file', path)
-        sha = sha256sum(path)
+        sha = sha256 or sha256sum(path)
         entry = identify(sha)
         name = entry.name if entry else f'custom ({path.name})'
-        return _found(WeightsFile(name, path, sha, 'argument', entry is not None))
+        source = _source_of(path, entry)
+        return _found(WeightsFile(name, path, sha, source, entry is not None, entry))
 
     for entry in official_entries().values():
         if entry.kind != kind:
@@ -172,24 +234,29 @@ def resolve(kind: str, explicit: str | os.PathLike | None = None) -> WeightsFile
                     'packaged weights do not match their recorded SHA-256: reinstall synthbids',
                     path,
                 )
-            if entry.warning and entry.name not in _WARNED:
-                _WARNED.add(entry.name)
-                log.warning('%s: %s', entry.name, entry.warning)
-            return _found(WeightsFile(entry.name, path, sha, 'packaged', True))
+            return _found(WeightsFile(entry.name, path, sha, 'packaged', True, entry))
     raise WeightsError(_missing_message(kind))
 
 
-#: packaged entries whose warning this process has logged (once is enough)
-_WARNED: set[str] = set()
+def _source_of(path: Path, entry: RegistryEntry | None) -> str:
+    if entry is None:
+        return 'argument'
+    real = path.resolve()
+    if entry.packaged:
+        return 'packaged' if real == packaged_path(entry).resolve() else 'argument'
+    for source, folder in search_dirs():
+        if real == (folder / entry.file).resolve():
+            return source
+    return 'argument'
 
 
 def _check_official(entry: RegistryEntry, path: Path, source: str) -> WeightsFile:
     sha = sha256sum(path)
     if entry.sha256 is None:
         log.warning('%s has no published SHA-256; using it unverified', path)
-        return WeightsFile(entry.name, path, sha, source, False)
+        return WeightsFile(entry.name, path, sha, source, False, entry)
     if sha == entry.sha256:
-        return WeightsFile(entry.name, path, sha, source, True)
+        return WeightsFile(entry.name, path, sha, source, True, entry)
     if source == 'cache':
         raise WeightsError(
             f'cached file does not match the SHA-256 of {entry.name}: '
@@ -230,121 +297,3 @@ def _missing_message(kind: str) -> str:
         f'no {what} weights found: {fetch}put {e.file} in $SYNTHBIDS_MODELS or '
         f'$FREESURFER_HOME/models, or pass the file with --model'
     )
-
-
-# --------------------------------------------------------------------------- fetching
-
-
-def locate(entry: RegistryEntry) -> list[tuple[str, Path]]:
-    """Every place where ``entry``'s file is present, as (source, path)."""
-    if entry.packaged:
-        path = packaged_path(entry)
-        return [('packaged', path)] if path.is_file() else []
-    return [(s, d / entry.file) for s, d in search_dirs() if (d / entry.file).is_file()]
-
-
-def verify_file(entry: RegistryEntry, path: Path) -> tuple[bool, str]:
-    """(ok, message) for ``path`` against the entry's size and SHA-256."""
-    size = path.stat().st_size
-    if entry.bytes and size != entry.bytes:
-        return False, f'size {size} differs from the expected {entry.bytes} bytes'
-    if entry.sha256 is None:
-        return True, 'present (no published SHA-256 to check)'
-    sha = sha256sum(path)
-    if sha != entry.sha256:
-        return False, f'SHA-256 {sha} differs from the expected {entry.sha256}'
-    return True, 'SHA-256 verified'
-
-
-def source_url(entry: RegistryEntry, mirror: str | None = None) -> str:
-    if mirror:
-        if '://' not in mirror:
-            mirror = Path(mirror).expanduser().resolve().as_uri()
-        return mirror.rstrip('/') + '/' + entry.file
-    if not entry.url:
-        raise WeightsError(f'{entry.name} has no public download address; pass --mirror')
-    return entry.url
-
-
-def fetch(
-    entry: RegistryEntry,
-    dest: Path | None = None,
-    mirror: str | None = None,
-    force: bool = False,
-    progress: Callable[[int, int | None], None] | None = None,
-    timeout: float = 60.0,
-) -> Path:
-    """Download ``entry`` into ``dest`` (default: the user cache), resuming a previous partial
-    download, verifying size and SHA-256, and publishing it atomically. Returns the path."""
-    dest = Path(dest) if dest is not None else cache_dir()
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise WeightsError(f'cannot create the cache folder: {err.strerror}', dest) from None
-    final = dest / entry.file
-    if final.is_file() and not force:
-        ok, _ = verify_file(entry, final)
-        if ok:
-            return final
-    url = source_url(entry, mirror)
-    part = dest / f'.{entry.file}.part'
-    with _lock(dest / f'.{entry.file}.lock'):
-        _download(url, part, entry.bytes, progress, timeout)
-        ok, message = verify_file(entry, part)
-        if not ok:
-            part.unlink(missing_ok=True)
-            raise WeightsError(f'download from {url} rejected: {message}', final)
-        os.replace(part, final)
-    return final
-
-
-def _download(url, part: Path, total, progress, timeout) -> None:
-    offset = part.stat().st_size if part.exists() else 0
-    if total and offset >= total:
-        return
-    if not url.startswith(('http://', 'https://', 'file://')):
-        raise WeightsError(f'unsupported download address {url}')
-    request = urllib.request.Request(url, headers={'User-Agent': 'synthbids'})  # noqa: S310
-    if offset and url.startswith(('http://', 'https://')):
-        request.add_header('Range', f'bytes={offset}-')
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
-            status = getattr(resp, 'status', None)
-            if offset and status != 206:
-                offset = 0  # server ignored the range: start over
-            mode = 'ab' if offset else 'wb'
-            done = offset
-            with open(part, mode) as fh:
-                while block := resp.read(1 << 20):
-                    fh.write(block)
-                    done += len(block)
-                    if progress:
-                        progress(done, total)
-    except urllib.error.HTTPError as err:
-        raise WeightsError(f'download failed: HTTP {err.code} {err.reason} from {url}') from None
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, 'reason', None) or err
-        raise WeightsError(
-            f'download failed from {url}: {reason} (partial file kept; '
-            'run the same command again to resume)'
-        ) from None
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    """An exclusive lock so that two processes never write the same partial file."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    try:
-        with open(path, 'w') as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-    finally:
-        with contextlib.suppress(OSError):
-            path.unlink()

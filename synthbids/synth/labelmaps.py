@@ -18,11 +18,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..core import labels as L
+
 log = logging.getLogger(__name__)
 
 NEUTRAL = [0, 14, 15, 16, 24, 72, 85, 502, 506, 507, 508, 509, 511, 512, 514, 515, 516, 530]
-LEFT = [2, 3, 4, 5, 7, 8, 10, 11, 12, 13, 17, 18, 25, 26, 28, 30, 136, 137]
-RIGHT = [41, 42, 43, 44, 46, 47, 49, 50, 51, 52, 53, 54, 57, 58, 60, 62, 163, 164]
+_PAIRS = sorted(L.LR_PAIRS + L.TRAINING_LR_PAIRS)
+LEFT = [left for left, _ in _PAIRS]
+RIGHT = [right for _, right in _PAIRS]
 #: All labels a training map may contain; maps are stored as indices into this list.
 GENERATION_LABELS = sorted(NEUTRAL + LEFT + RIGHT)
 #: Label pairs that share one random intensity distribution (SynthSeg's generation classes).
@@ -32,41 +35,7 @@ EXTRA_CEREBRAL = [502, 506, 507, 508, 509, 511, 512, 514, 515, 516, 530]
 CSF = 24
 
 #: SynthSeg 2.0 output labels (sorted) and the generation -> target mapping (§3.1).
-SEG_LABELS_V2 = [
-    0,
-    2,
-    3,
-    4,
-    5,
-    7,
-    8,
-    10,
-    11,
-    12,
-    13,
-    14,
-    15,
-    16,
-    17,
-    18,
-    24,
-    26,
-    28,
-    41,
-    42,
-    43,
-    44,
-    46,
-    47,
-    49,
-    50,
-    51,
-    52,
-    53,
-    54,
-    58,
-    60,
-]
+SEG_LABELS_V2 = list(L.SEG_LABELS_V2)
 _SEG_REMAP = {25: 2, 57: 41, 136: 4, 137: 5, 163: 43, 164: 44, 72: 0, 85: 0, 30: 0, 62: 0}
 
 #: Head tissues for a skull / head-tissue model.
@@ -87,43 +56,8 @@ _HEAD = {
 }
 
 #: Coarse tissue of each label, used by the CT- and PET-like intensity profiles.
-TISSUE_TYPES = (
-    'background',
-    'gm',
-    'wm',
-    'deep_gm',
-    'csf',
-    'bone',
-    'skin',
-    'soft',
-    'fat',
-    'eye',
-    'vessel',
-)
-
-
-def _tissue(label: int) -> str:
-    if label == 0:
-        return 'background'
-    if label in (3, 42, 8, 47, 17, 18, 53, 54):
-        return 'gm'
-    if label in (2, 41, 7, 46, 16, 28, 60, 85, 25, 57):
-        return 'wm'
-    if label in (10, 11, 12, 13, 26, 49, 50, 51, 52, 58):
-        return 'deep_gm'
-    if label in (4, 5, 14, 15, 24, 43, 44, 72, 136, 137, 163, 164):
-        return 'csf'
-    if label in (515, 516):
-        return 'bone'
-    if label == 511:
-        return 'skin'
-    if label in (508, 509, 512, 530):
-        return 'soft'
-    if label == 507:
-        return 'fat'
-    if label == 506:
-        return 'eye'
-    return 'vessel'  # 30, 62, 502, 514
+TISSUE_TYPES = tuple(L.TISSUES)
+_tissue = L.tissue
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from synthbids.core.masks import extend_sdt, fill_holes, largest_component
@@ -40,3 +41,34 @@ def test_extend_sdt_replaces_the_narrow_band_for_wide_borders():
     assert mask_narrow.all()
     mask_wide = mask_from_sdt(wide, 8)
     assert 10**3 < mask_wide.sum() < 40**3 and mask_wide[20, 20, 31] and not mask_wide[20, 20, 33]
+
+
+def _sphere_sdt(radius_mm: float, voxsize: float, n: int = 48, band: float = 5.0):
+    """Signed distance (mm) to a sphere centred in an n^3 grid of ``voxsize`` mm, clipped to
+    ``band`` as the training targets are, with noise around ``band`` far away (what a network
+    trained on clipped targets predicts)."""
+    axis = (np.arange(n) - (n - 1) / 2) * voxsize
+    r = np.sqrt(sum(np.meshgrid(axis, axis, axis, indexing='ij')[i] ** 2 for i in range(3)))
+    sdt = np.clip(r - radius_mm, -band, band).astype(np.float32)
+    far = sdt >= band
+    sdt[far] += np.random.default_rng(0).normal(0, 0.3, far.sum()).astype(np.float32)
+    return sdt, r
+
+
+@pytest.mark.parametrize('voxsize', [1.0, 3.0])
+@pytest.mark.parametrize('border', [10.0, 20.0])
+def test_wide_border_is_measured_in_mm_on_any_grid(voxsize, border):
+    """``-b 10`` grows the mask by 10 mm, also on a 3 mm network grid (it grew by 30 mm)."""
+    sdt, r = _sphere_sdt(20.0, voxsize, n=48 if voxsize == 3 else 100)
+    mask = extend_sdt(sdt, border, voxsize, band=5.0) < border
+    reach = r[mask].max()
+    assert 20 + border - voxsize <= reach <= 20 + border + voxsize
+
+
+def test_border_near_the_training_band_does_not_take_the_noise():
+    """Weights trained on distances clipped to 5 mm predict about 5 everywhere far away: a
+    4.9 mm border widens the map instead of taking everything below 4.9 (the whole field)."""
+    sdt, r = _sphere_sdt(20.0, 3.0)
+    assert (sdt < 4.9).mean() > 0.3  # the raw map would take a third of the field of view
+    mask = extend_sdt(sdt, 4.9, 3.0, band=5.0) < 4.9
+    assert r[mask].max() <= 20 + 4.9 + 3

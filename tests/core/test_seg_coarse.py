@@ -7,8 +7,8 @@ import torch
 from torch.nn import functional as F
 
 from synthbids.core.seg_keras import read_keras_meta, write_keras_h5
+from synthbids.core.seg_model import predict_coarse
 from synthbids.core.seg_nets import SegUNet
-from synthbids.core.segment import predict_coarse
 
 
 def tiny_net(seed=0):

@@ -57,3 +57,41 @@ def test_lookup_table_for_bids():
     assert 3 not in by_index and 42 not in by_index
     tsv = L.dseg_tsv(L.SEG_LABELS_V2).splitlines()
     assert tsv[0] == 'index\tname\tcolor' and tsv[17] == '24\tCSF\t#3c3c3c' and len(tsv) == 34
+
+
+def mirror_by_name(labels) -> dict[int, int]:
+    """Each label's left/right counterpart found from FreeSurfer's names alone ('Left-X' and
+    'Right-X'); labels without a side are their own counterpart."""
+    by_name = {L.fs_name(lab): lab for lab in labels}
+    out = {}
+    for lab in labels:
+        name = L.fs_name(lab)
+        for side, other in (('Left-', 'Right-'), ('Right-', 'Left-')):
+            if name.startswith(side):
+                out[lab] = by_name[other + name[len(side) :]]
+                break
+        else:
+            out[lab] = lab
+    return out
+
+
+@pytest.mark.parametrize('v1', [False, True])
+def test_flip_table_pairs_the_hemispheres_that_the_names_pair(v1):
+    """The flip augmentation's channel table, checked against facts it is not built from:
+    FreeSurfer's names ('Left-X' <-> 'Right-X'), mri_synthseg's CSV names ('left x' <->
+    'right x'), and being a permutation that undoes itself."""
+    labels = list(L.seg_labels(v1))
+    flip = L.flip_indices(labels)
+    mirror = mirror_by_name(labels)
+    assert [labels[j] for j in flip] == [mirror[lab] for lab in labels]
+    assert sorted(flip) == list(range(len(labels)))
+    assert [flip[j] for j in flip] == list(range(len(labels)))
+    moved = [lab for i, lab in enumerate(labels) if flip[i] != i]
+    assert len(moved) == 28 and 0 not in moved and 24 not in moved and 16 not in moved
+    for i, lab in enumerate(labels):
+        name, other = L.name(lab), L.name(labels[flip[i]])
+        if name.startswith('left '):
+            assert other == 'right ' + name[5:]
+        else:
+            assert name.startswith('right ') == other.startswith('left ')
+            assert name.startswith('right ') or other == name

@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from synthbids.core.engine import conv_upsampled, pad_low, phase_kernels
 from synthbids.core.errors import WeightsError
+from synthbids.core.qc_net import QCNet
 from synthbids.core.seg_keras import (
     build_qc,
     build_unet,
@@ -16,15 +18,7 @@ from synthbids.core.seg_keras import (
     read_keras_weights,
     write_keras_h5,
 )
-from synthbids.core.seg_nets import (
-    QCNet,
-    SegUNet,
-    blur,
-    conv_upsampled,
-    pad_low,
-    phase_kernels,
-    upsample2,
-)
+from synthbids.core.seg_nets import SegUNet, blur, upsample2
 from tests.seg_fixtures import tiny_qc_network, tiny_robust_networks, tiny_seg_network
 
 
@@ -155,4 +149,30 @@ def test_widths_are_read_from_the_weights():
 
     layout = unet_layout(keras_weights_of(net, 'unet_'), 'unet_')
     assert layout['encoder'] == [[3, 3], [6, 6], [12, 12], [24, 24], [48, 48]]
-    assert isinstance(QCNet(9, [[2, 2]], [True], [9]), QCNet)
+
+
+def test_qc_scores_by_hand():
+    """A 1x1x1-kernel QC network small enough to compute by hand: the level is
+    relu(conv path + expand) = 2 [class 0] + 3 [class 1], batch norm (unit statistics) divides
+    by sqrt(1 + eps), Keras 'same' max-pooling keeps the odd last plane, and the final
+    convolutions' spatial mean gives the scores (v, relu(10 - v))."""
+    net = QCNet(2, [[1, 1]], [True], [2], kernel=1).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.bn_down[0].weight.fill_(1)
+        net.down[0][0].conv.weight.view(-1)[:] = torch.tensor([1.0, 0.0])  # class 0, relu
+        net.down[0][1].conv.weight.fill_(2)  # last convolution: no activation
+        net.expand[0].conv.weight.view(-1)[:] = torch.tensor([0.0, 3.0])  # class 1, relu
+        net.final[0].conv.weight.view(-1)[:] = torch.tensor([1.0, -1.0])
+        net.final[0].conv.bias[:] = torch.tensor([0.0, 10.0])
+    scale = 1 / np.sqrt(1 + 1e-3)  # Keras' batch-norm epsilon
+    classes = torch.zeros((5, 4, 4), dtype=torch.uint8)
+    for voxel in [(0, 0, 0), (4, 3, 3)]:  # class 1 in 2 of the 3 x 2 x 2 pooled blocks
+        classes[voxel] = 1
+    for seg, ones in [(classes, 2), (torch.zeros_like(classes), 0)]:
+        pooled = (2 + ones / 12) * scale  # a block is 3 where it holds class 1, else 2
+        expected = torch.tensor([[pooled, 10 - pooled]], dtype=torch.float32)
+        one_hot = F.one_hot(seg.long(), 2).permute(3, 0, 1, 2)[None].float()
+        torch.testing.assert_close(net(one_hot), expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(net.predict(seg, 2, slab=2), expected, atol=1e-5, rtol=0)

@@ -18,6 +18,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from synthbids.core import seg_inference as I
+from synthbids.core import seg_postprocess as P
 from synthbids.core import segment as S
 from synthbids.core.seg_postprocess import channel_sums, clean_posteriors, compute_volumes
 
@@ -55,13 +57,13 @@ def ch2_run(ch2, golden, model):
     ijk = np.load(d / 'synthseg2_raw_output0_random_voxels.npz')['ijk']
     record = {}
     mp = pytest.MonkeyPatch()
-    original_clean, original_predict = S.clean_posteriors, model.unet.predict
+    original_clean, original_predict = P.clean_posteriors, model.unet.predict
 
     def clean(post, pad_idx, topology, fast):
         record['voxels'] = post[:, ijk[:, 0], ijk[:, 1], ijk[:, 2]].T.copy()
         record['plane_k96'] = np.moveaxis(post[:, :, :, 96], 0, -1).copy()
         record['sums'] = post.reshape(post.shape[0], -1).sum(1, dtype=np.float64)
-        record['argmax'] = S.argmax_channels(post)
+        record['argmax'] = P.argmax_channels(post)
         record['pad_idx'] = pad_idx
         return original_clean(post, pad_idx, topology, fast)
 
@@ -71,7 +73,7 @@ def ch2_run(ch2, golden, model):
             record['fast'] = fast
 
             def both(a, b, probs):
-                S.channels_first(probs, fast[:, a:b])
+                I.channels_first(probs, fast[:, a:b])
                 sink(a, b, probs)
 
             return original_predict(x, both, smooth=smooth, **kw)

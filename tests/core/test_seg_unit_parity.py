@@ -14,15 +14,15 @@ import pytest
 import torch
 
 from synthbids.core import labels as L
-from synthbids.core.seg_keras import build_qc, build_unet, read_keras_weights
-from synthbids.core.segment import (
-    SegModel,
+from synthbids.core.seg_inference import (
     _argmax_of,
     _one_hot,
     parcellation_input,
     run_networks,
     run_qc,
 )
+from synthbids.core.seg_keras import build_qc, build_unet, read_keras_weights
+from synthbids.core.seg_model import SegModel
 
 pytestmark = pytest.mark.shared
 ATOL = 1e-4

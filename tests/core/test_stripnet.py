@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from synthbids.core.checkpoints import read_checkpoint
 from synthbids.core.errors import WeightsError
-from synthbids.core.strip import build_strip_net, read_checkpoint
+from synthbids.core.strip import build_strip_net
 from synthbids.core.stripnet import StripUNet, infer_layout
 from tests.golden import GOLDEN_STRIP, golden_strip_state
 

@@ -1,17 +1,13 @@
-"""Weights: resolution order, verification, fetching with resume, the models command."""
+"""Weights: resolution order and verification (fetching: tests/test_fetch.py)."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 
-from synthbids.cli.models import main as models_main
 from synthbids.core import weights as W
 from synthbids.core.errors import WeightsError
 
@@ -60,18 +56,50 @@ def test_missing_weights_say_how_to_get_them(monkeypatch):
     assert '\n' not in text
 
 
-def test_packaged_early_model_warns_once_per_process(caplog, monkeypatch):
-    """The packaged seg weights carry a warning; resolving them again in the same process (the
-    BIDS App resolves, then each interface does) does not repeat it."""
-    monkeypatch.setattr(W, '_WARNED', set())
+def test_packaged_early_model_warning_is_said_by_loaders_not_by_resolve(caplog):
+    """No global warning state: resolving says nothing, each load says it once (the BIDS App's
+    main process says it; its nodes load with warn=False and record it in the sidecar)."""
+    from synthbids.core.segment import load_seg_model
+
     entry = W.packaged_entries()['synthbids-seg']
     assert entry.warning
     with caplog.at_level('WARNING'):
         first = W.resolve('seg')
-        second = W.resolve('seg')
-    assert first.source == second.source == 'packaged'
+        assert not [r for r in caplog.records if entry.warning in r.getMessage()]
+        load_seg_model()
+        load_seg_model()
+        load_seg_model(warn=False)
+    assert first.source == 'packaged' and first.warning == entry.warning
     said = [r.getMessage() for r in caplog.records if entry.warning in r.getMessage()]
-    assert said == [f'synthbids-seg: {entry.warning}']
+    assert said == [f'synthbids-seg: {entry.warning}'] * 2
+    assert first.describe()['Warning'] == entry.warning
+
+
+def test_provenance_of_packaged_weights_passed_back_as_a_path():
+    """A BIDS App node receives the path its main process resolved: still 'packaged', named
+    for what it is (not the official model's name), with its model card's accuracy."""
+    default = W.resolve('seg')
+    again = W.resolve('seg', explicit=default.path, sha256=default.sha256)
+    assert again.source == 'packaged' and again.origin == 'packaged'
+    meta = again.describe()
+    assert meta['Accuracy'] and meta['ModelCard'] == 'synthbids_seg.md'
+    assert W.model_name('seg', again) != 'SynthSeg 2.0' and 'synthbids' in W.model_name(
+        'seg', again
+    )
+    strip = W.resolve('strip')
+    assert W.model_name('strip', strip) == 'SynthStrip network, weights trained by synthbids'
+
+
+def test_official_and_custom_weights_are_named_as_such(tmp_path, monkeypatch):
+    custom = tmp_path / 'mine.pt'
+    custom.write_bytes(b'not official')
+    found = W.resolve('strip', explicit=custom)
+    assert found.origin == 'custom' and found.source == 'argument'
+    assert W.model_name('strip', found) == 'SynthStrip network, custom weights'
+    entry = W.official_entries()['synthstrip']
+    official = W.WeightsFile(entry.name, custom, entry.sha256, 'cache', True, entry)
+    assert official.origin == 'official' and W.model_name('strip', official) == 'SynthStrip'
+    assert 'Accuracy' not in official.describe() and 'Warning' not in official.describe()
 
 
 def test_unknown_official_hash_is_accepted_unverified(tmp_path, monkeypatch):
@@ -81,97 +109,3 @@ def test_unknown_official_hash_is_accepted_unverified(tmp_path, monkeypatch):
     monkeypatch.setenv('SYNTHBIDS_MODELS', str(env))
     found = W.resolve('seg-v1')
     assert found.name == 'synthseg-1.0' and not found.verified
-
-
-@pytest.fixture
-def http_dir(tmp_path):
-    """Serve a folder over HTTP on localhost (with Range support, as real servers have)."""
-    root = tmp_path / 'www'
-    root.mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def send_head(self):
-            rng = self.headers.get('Range')
-            path = Path(self.translate_path(self.path))
-            if not rng or not path.is_file():
-                return super().send_head()
-            start = int(rng.split('=')[1].split('-')[0])
-            data = path.read_bytes()
-            self.send_response(206)
-            self.send_header('Content-Length', str(len(data) - start))
-            self.end_headers()
-            self.wfile.write(data[start:])
-            return None
-
-    server = http.server.ThreadingHTTPServer(
-        ('127.0.0.1', 0), functools.partial(Handler, directory=str(root))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f'http://127.0.0.1:{server.server_address[1]}'
-    server.shutdown()
-
-
-def entry_for(path: Path, name='test-weights') -> W.RegistryEntry:
-    data = path.read_bytes()
-    return W.RegistryEntry(
-        name=name,
-        file=path.name,
-        kind='strip',
-        sha256=hashlib.sha256(data).hexdigest(),
-        bytes=len(data),
-    )
-
-
-def test_fetch_resumes_verifies_and_publishes_atomically(http_dir, tmp_path):
-    root, url = http_dir
-    payload = bytes(range(256)) * 4096
-    (root / 'w.pt').write_bytes(payload)
-    entry = entry_for(root / 'w.pt')
-    dest = tmp_path / 'cache'
-    dest.mkdir()
-    (dest / '.w.pt.part').write_bytes(payload[:1000])  # an interrupted earlier download
-    seen = []
-    path = W.fetch(entry, dest=dest, mirror=url, progress=lambda d, t: seen.append(d))
-    assert path.read_bytes() == payload
-    assert seen[0] > 1000 and seen[-1] == len(payload)
-    assert sorted(p.name for p in dest.iterdir()) == ['w.pt']
-
-
-def test_fetch_rejects_a_wrong_file_and_publishes_nothing(http_dir, tmp_path):
-    root, url = http_dir
-    (root / 'w.pt').write_bytes(b'good contents')
-    entry = entry_for(root / 'w.pt')
-    (root / 'w.pt').write_bytes(b'evil contents')
-    dest = tmp_path / 'cache'
-    with pytest.raises(WeightsError, match='rejected: SHA-256'):
-        W.fetch(entry, dest=dest, mirror=url)
-    assert list(dest.iterdir()) == []
-
-
-def test_models_command(fake_strip_file, http_dir, capsys, monkeypatch):
-    root, url = http_dir
-    assert models_main(['list']) == 0
-    out = capsys.readouterr().out
-    assert 'synthstrip.1.pt' in out and 'synthseg_2.0.h5' in out
-    # the official file is not on the mirror: clear failure, non-zero exit
-    assert models_main(['fetch', 'synthstrip', '--mirror', url]) == 1
-    assert 'HTTP 404' in capsys.readouterr().err
-    # a mirror serving the wrong file: rejected by its SHA-256
-    shutil.copy(fake_strip_file, root / 'synthstrip.1.pt')
-    assert models_main(['fetch', 'synthstrip', '--mirror', url]) == 1
-    assert 'differs from the expected' in capsys.readouterr().err
-    assert not (W.cache_dir() / 'synthstrip.1.pt').exists()
-    assert models_main(['fetch', 'no-such-model']) == 1
-    assert 'unknown weights name' in capsys.readouterr().err
-    # verify reports a mismatching file found in $SYNTHBIDS_MODELS
-    put(Path(str(root)) / 'env', fake_strip_file)
-    monkeypatch.setenv('SYNTHBIDS_MODELS', str(root / 'env'))
-    assert models_main(['verify', 'synthstrip']) == 1
-    assert 'BAD synthstrip (environment)' in capsys.readouterr().out
-    assert models_main(['path', 'synthstrip']) == 0
-    assert capsys.readouterr().out.strip() == str(root / 'env' / 'synthstrip.1.pt')
-    assert models_main(['path', 'synthseg-2.0']) != 0

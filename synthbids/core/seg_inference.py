@@ -1,0 +1,161 @@
+"""Running SynthSeg's networks on the padded 1 mm input: test-time flip, fast and robust
+modes, and the inputs of the parcellation and QC networks as ``mri_synthseg`` makes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import labels as L
+from .seg_model import SegModel
+from .seg_nets import SegUNet
+from .seg_postprocess import ParcellationSink, argmax_channels, qc_crop
+from .seg_preprocess import Prepared
+
+
+@dataclass
+class _Raw:
+    """Network outputs on the padded grid, before postprocessing."""
+
+    posteriors: np.ndarray  # (C, X, Y, Z) float32
+    parc_index: np.ndarray | None = None  # argmax channel feeding the parcellation input
+    qc_index: np.ndarray | None = None  # argmax channel feeding MakeShape
+
+
+def _one_hot(index: torch.Tensor, n: int) -> torch.Tensor:
+    """(1, n, X, Y, Z) float32 one-hot of a (X, Y, Z) index map, channels-last."""
+    out = torch.nn.functional.one_hot(index.long(), n).to(torch.float32)
+    return out[None].permute(0, 4, 1, 2, 3)
+
+
+def channels_first(probs: torch.Tensor, out: np.ndarray | None = None) -> np.ndarray:
+    """A (1, C, X, Y, Z) slab as a channels-first (C, X, Y, Z) array, written into ``out``
+    when given. Channels-last slabs are transposed in cache-sized blocks (several times
+    faster than a strided copy)."""
+    probs = probs[0].cpu()
+    n = probs.shape[0]
+    if out is None:
+        out = np.empty(tuple(probs.shape), dtype=np.float32)
+    rows = probs.permute(1, 2, 3, 0)
+    dst = out.reshape(n, -1)
+    if not rows.is_contiguous() or not np.shares_memory(dst, out):
+        out[...] = probs.numpy()
+        return out
+    src = rows.reshape(-1, n).numpy()
+    for r in range(0, src.shape[0], _BLOCK):
+        dst[:, r : r + _BLOCK] = src[r : r + _BLOCK].T
+    return out
+
+
+_BLOCK = 16384
+
+
+def _argmax_of(net: SegUNet, x: torch.Tensor, model: SegModel | None = None) -> torch.Tensor:
+    index = torch.empty(x.shape[2:], dtype=torch.uint8)
+
+    def sink(a, b, probs):
+        index[a:b] = probs[0].argmax(dim=0).to(torch.uint8).cpu()
+
+    if model is None:
+        net.predict(x, sink)
+    else:
+        model.predict(net, x, sink)
+    return index
+
+
+def run_networks(model: SegModel, image: np.ndarray, fast: bool) -> _Raw:
+    """Segmentation network(s) on the padded input (X, Y, Z): TTA, fast or robust (module
+    docstring), with ``mri_synthseg``'s choice of outputs for the parcellation and QC."""
+    shape = image.shape
+    image = torch.from_numpy(image)[None, None].to(model.device)
+    n = len(model.labels)
+    post = np.empty((n, *shape), dtype=np.float32)
+    need_parc, need_qc = model.parc is not None, model.qc is not None
+
+    def write(a, b, probs):
+        channels_first(probs, post[:, a:b])
+
+    if model.robust:
+        groups = model.unet.n_labels
+        stage1 = _argmax_of(model.unet, image, model)
+        stage2 = _argmax_of(model.denoiser, _one_hot(stage1, groups).to(model.device), model)
+        del stage1
+        x2 = torch.cat([image, _one_hot(stage2, groups).to(model.device)], dim=1)
+        del stage2
+        model.predict(model.unet2, x2, write)
+        del x2
+        index = argmax_channels(post) if need_parc or need_qc else None
+        return _Raw(post, index, index)
+    if fast:
+        # mri_synthseg's quirks: with --parc or --qc its segmentation output is the unblurred
+        # softmax; the parcellation input comes from the blurred one, the QC input from the
+        # unblurred one only when --parc is also on
+        unblurred_post = need_parc or need_qc
+        blurred_index = torch.empty(shape, dtype=torch.uint8)
+        raw_index = torch.empty(shape, dtype=torch.uint8)
+
+        def blurred_sink(a, b, probs):
+            if not unblurred_post:
+                write(a, b, probs)
+            if need_parc or need_qc:
+                blurred_index[a:b] = probs[0].argmax(dim=0).to(torch.uint8).cpu()
+
+        def raw_sink(a, b, probs):
+            if unblurred_post:
+                write(a, b, probs)
+            if need_parc and need_qc:
+                raw_index[a:b] = probs[0].argmax(dim=0).to(torch.uint8).cpu()
+
+        model.predict(model.unet, image, blurred_sink, smooth=True, raw_sink=raw_sink)
+        parc_index = blurred_index.numpy() if need_parc else None
+        qc_index = None
+        if need_qc:
+            qc_index = raw_index.numpy() if need_parc else blurred_index.numpy()
+        return _Raw(post, parc_index, qc_index)
+
+    depth = image.shape[2]
+    flip = model.flip_indices
+
+    def first(a, b, probs):
+        channels_first(probs, post[:, a:b])
+
+    def second(a, b, probs):
+        # final = 0.5 * (first + mirrored), as the reference computes it
+        mirrored = channels_first(probs)
+        for c in range(n):
+            dst = post[c, depth - b : depth - a]
+            np.add(dst, mirrored[flip[c], ::-1], out=dst)
+            np.multiply(dst, np.float32(0.5), out=dst)
+
+    model.predict(model.unet, image, first, smooth=True)
+    model.predict(model.unet, image.flip(2), second, smooth=True)
+    index = argmax_channels(post) if need_parc or need_qc else None
+    return _Raw(post, index, index)
+
+
+def run_qc(model: SegModel, index: np.ndarray) -> np.ndarray:
+    """Raw QC network output (K,) from the argmax index map of the padded grid."""
+    classes = model.qc_lut[qc_crop(index)]
+    x = torch.from_numpy(classes).to(model.device)
+    return model.qc.predict(x, len(L.QC_NAMES))[0].cpu().numpy()
+
+
+def parcellation_input(model: SegModel, image: np.ndarray, parc_index: np.ndarray):
+    """``[image, not cortex, cortex]`` (1, 3, X, Y, Z), cortex = argmax cortex label."""
+    labels = np.asarray(model.labels)
+    cortex = torch.from_numpy(np.isin(labels[parc_index], L.CORTEX))
+    x = torch.from_numpy(image)[None, None]
+    return torch.cat([x, _one_hot(cortex, 2)], dim=1).to(model.device)
+
+
+def run_parcellation(
+    model: SegModel, prepared: Prepared, parc_index: np.ndarray, seg: np.ndarray
+) -> np.ndarray:
+    """Replace cortex labels of ``seg`` (unpadded aligned grid) by parcels; returns the
+    per-parcel posterior sums."""
+    x = parcellation_input(model, prepared.image, parc_index)
+    sink = ParcellationSink(seg, prepared.pad_idx)
+    model.predict(model.parc, x, lambda a, b, p: sink(a, b, p.cpu()), smooth=True)
+    return sink.sums
