@@ -1,9 +1,11 @@
-"""Nipype interfaces over the SynthSeg core (:mod:`synthbids.core.segment`).
+"""Nipype interfaces over the SynthSeg core (:func:`synthbids.core.segment.segment_file`).
 
 One node segments one image and writes what the derivatives need: the label image, the
 regional volumes and (with the QC network) the QC scores as long-format TSVs, and optionally
-the posteriors as a 4-D probseg. Models are loaded lazily and kept per worker; ``use_gpu`` and
-``num_threads`` are ``nohash``.
+the posteriors as a 4-D probseg. Images are written by the same entry point as
+``synthbids-seg``'s, so they are identical for the same image and weights. Models are loaded
+lazily and kept per worker (:mod:`.loaded`); ``use_gpu``, ``num_threads`` and
+``model_sha256`` are ``nohash``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
     Directory,
     File,
     SimpleInterface,
@@ -19,13 +20,14 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from synthbids.config import SEG_OPTIONS, sidecar_settings
+
+from . import loaded
+from .loaded import NetworkInputSpec
 from .reports import ReportletInputSpec, ReportletOutputSpec
-from .synthstrip import _device, output_name, set_threads, weights_meta
-
-_MODELS: dict = {}
 
 
-class _SynthSegInputSpec(BaseInterfaceInputSpec):
+class _SynthSegInputSpec(NetworkInputSpec):
     in_file = File(exists=True, mandatory=True, desc='image to segment')
     model = traits.Either(
         File(exists=True),
@@ -41,12 +43,10 @@ class _SynthSegInputSpec(BaseInterfaceInputSpec):
     keepgeom = traits.Bool(False, usedefault=True, desc='write labels on the input grid')
     posteriors = traits.Bool(False, usedefault=True, desc='also write the posteriors')
     qc_threshold = traits.Float(0.65, usedefault=True, desc='QC scores below it are flagged')
-    use_gpu = traits.Bool(False, usedefault=True, nohash=True, desc='run on the GPU')
-    num_threads = traits.Int(1, usedefault=True, nohash=True, desc='CPU threads for torch')
 
 
 class _SynthSegOutputSpec(TraitedSpec):
-    out_dseg = File(exists=True, desc='label image (int16)')
+    out_dseg = File(exists=True, desc='label image (int32, as mri_synthseg writes it)')
     out_volumes = File(exists=True, desc='regional volumes, mm^3 (TSV: index, name, volume)')
     out_qc = File(desc='QC scores (TSV: structure, score, flag), with qc')
     out_probseg = File(desc='posteriors, 4-D float32, with posteriors')
@@ -61,74 +61,55 @@ class SynthSeg(SimpleInterface):
     output_spec = _SynthSegOutputSpec
 
     def _run_interface(self, runtime):
-        import numpy as np
-
         from synthbids.bids import lut
-        from synthbids.core.imageio import OutputSet, image_like, load_volume
-        from synthbids.core.segment import load_seg_model, segment
+        from synthbids.core.segment import segment_file
+        from synthbids.core.weights import model_name
 
-        set_threads(self.inputs.num_threads)
-        device = _device(self.inputs.use_gpu)
         inp = self.inputs
-        model_file = inp.model if inp.model else None
-        key = (model_file, inp.robust, inp.parc, inp.qc, str(device))
-        if key not in _MODELS:
-            _MODELS.clear()
-            _MODELS[key] = load_seg_model(
-                model_file, robust=inp.robust, parc=inp.parc, qc=inp.qc, device=device
-            )
-        result = segment(
-            inp.in_file,
-            _MODELS[key],
-            fast=inp.fast,
-            ct=inp.ct,
-            keepgeom=inp.keepgeom,
-            posteriors=inp.posteriors,
-        )
+        model = self._model()
         cwd = Path(runtime.cwd)
-        dseg = cwd / output_name(inp.in_file, '_dseg')
-        labels = np.asarray(result.labels, dtype=np.int16)
-        with OutputSet() as staged:
-            if inp.keepgeom:
-                staged.add(image_like(labels, load_volume(inp.in_file), dseg), dseg)
-            else:
-                staged.add(_nifti(labels, result.affine), dseg)
-            if inp.posteriors and result.posteriors is not None:
-                probseg = cwd / output_name(inp.in_file, '_probseg')
-                grid = getattr(result, 'posteriors_affine', None)
-                grid = result.affine if grid is None else grid
-                staged.add(_nifti(np.asarray(result.posteriors, np.float32), grid), probseg)
-                self._results['out_probseg'] = str(probseg)
-                self._results['label_map'] = lut.fs_names(result.posterior_labels)
+        dseg = cwd / loaded.output_name(inp.in_file, '_dseg')
+        probseg = cwd / loaded.output_name(inp.in_file, '_probseg') if inp.posteriors else None
+        options = {k: getattr(inp, k) for k in ('fast', 'ct', 'keepgeom')}
+        result, volume = segment_file(inp.in_file, model, dseg, posteriors=probseg, **options)
         self._results['out_dseg'] = str(dseg)
-        self._results['out_volumes'] = str(
-            write_volumes(cwd / 'volumes.tsv', result.volumes, lut.index_of_volume_name())
-        )
+        if probseg is not None:
+            self._results['out_probseg'] = str(probseg)
+            self._results['label_map'] = lut.fs_names(result.posterior_labels)
+        volumes = write_volumes(cwd / 'volumes.tsv', result.volumes, lut.index_of_volume_name())
+        self._results['out_volumes'] = str(volumes)
         if result.qc is not None:
             self._results['out_qc'] = str(write_qc(cwd / 'qc.tsv', result.qc, inp.qc_threshold))
+        kind = 'seg-robust' if inp.robust else 'seg'
         self._results['model_meta'] = {
-            'ModelName': 'SynthSeg 2.0' + (' robust' if inp.robust else ''),
-            'ModelWeights': weights_meta(result.weights),
-            'ModelSettings': {
-                'Robust': inp.robust,
-                'Parcellation': inp.parc,
-                'QC': inp.qc,
-                'Fast': inp.fast,
-                'CT': inp.ct,
-                'KeepGeometry': inp.keepgeom,
-            },
+            'ModelName': model_name(kind, model.weights[0]),
+            'ModelWeights': [w.describe() for w in model.weights],
+            'ModelSettings': sidecar_settings({k: getattr(inp, k) for k in SEG_OPTIONS}),
         }
+        self._in_memory = (result, volume)
         return runtime
 
+    def _model(self):
+        from synthbids.core.segment import load_seg_model
 
-def _nifti(data, affine):
-    import nibabel as nib
-
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_xyzt_units('mm', 'sec')
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    return img
+        inp = self.inputs
+        loaded.set_threads(inp.num_threads)
+        dev = loaded.device(inp.use_gpu)
+        model = inp.model if inp.model else None
+        sha = inp.model_sha256 or None
+        key = ('seg', loaded.weights_key(model), inp.robust, inp.parc, inp.qc, str(dev))
+        return loaded.loaded_model(
+            key,
+            lambda: load_seg_model(
+                model,
+                robust=inp.robust,
+                parc=inp.parc,
+                qc=inp.qc,
+                device=dev,
+                warn=False,
+                sha256=sha if model and Path(model).is_file() else None,
+            ),
+        )
 
 
 def write_volumes(path: Path, volumes: dict, index_of: dict) -> Path:
@@ -161,19 +142,23 @@ class _SynthSegRPTOutputSpec(_SynthSegOutputSpec, ReportletOutputSpec):
 
 
 class SynthSegRPT(SynthSeg):
-    """:class:`SynthSeg` that also draws the labels over the image (SVG)."""
+    """:class:`SynthSeg` that also draws the labels over the image (SVG), from the arrays in
+    memory (the input is read once)."""
 
     input_spec = _SynthSegRPTInputSpec
     output_spec = _SynthSegRPTOutputSpec
 
     def _run_interface(self, runtime):
         runtime = super()._run_interface(runtime)
+        import nibabel as nib
+
         from synthbids.bids import lut
         from synthbids.reports.reportlets import plot_segmentation
 
+        result, volume = self._in_memory
         out = Path(runtime.cwd) / self.inputs.out_report
-        plot_segmentation(
-            self.inputs.in_file, self._results['out_dseg'], out, lut.colors(self.inputs.parc)
-        )
+        image = loaded.in_memory(volume.frame(0), volume)
+        labels = nib.Nifti1Image(result.labels, result.affine)
+        plot_segmentation(image, labels, out, lut.colors(self.inputs.parc))
         self._results['out_report'] = str(out)
         return runtime

@@ -2,18 +2,42 @@
 
 Everything a run depends on lives here and is passed explicitly to the workflow factories
 (no global configuration module). A copy is written as TOML to
-``<output_dir>/sub-<label>/log/<run_uuid>/synthbids.toml`` for provenance.
+``<output_dir>/sub-<label>/log/<run_uuid>/synthbids.toml`` for provenance, and
+:func:`from_toml` reads it back.
 """
 
 from __future__ import annotations
 
 import datetime
+import typing
 import uuid
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 #: SynthSeg's recommended threshold: QC scores below it suggest a failed structure.
 QC_THRESHOLD = 0.65
+
+
+#: Sidecar (``ModelSettings``) name of each option of the network nodes: the one place that
+#: turns interface inputs into metadata.
+SIDECAR_NAMES = {
+    'border': 'Border',
+    'no_csf': 'NoCSF',
+    'robust': 'Robust',
+    'parc': 'Parcellation',
+    'qc': 'QC',
+    'fast': 'Fast',
+    'ct': 'CT',
+    'keepgeom': 'KeepGeometry',
+    'posteriors': 'Posteriors',
+}
+STRIP_OPTIONS = ('border', 'no_csf')
+SEG_OPTIONS = ('robust', 'parc', 'qc', 'fast', 'ct', 'keepgeom', 'posteriors')
+
+
+def sidecar_settings(options: dict) -> dict:
+    """``ModelSettings`` sidecar entry of a node's options (see :data:`SIDECAR_NAMES`)."""
+    return {SIDECAR_NAMES[k]: v for k, v in options.items()}
 
 
 @dataclass(frozen=True)
@@ -31,11 +55,31 @@ class ModelSettings:
     qc: bool = True
     posteriors: bool = False
     keepgeom: bool = False
+    strip_sha256: str | None = None  # SHA-256 of the resolved files, hashed once per run
+    seg_sha256: str | None = None
 
     @property
     def seg_label(self) -> str:
         """The ``desc-`` label of the segmentation this configuration produces."""
         return 'aparcaseg' if self.parc else 'aseg'
+
+    def strip_inputs(self) -> dict:
+        """Inputs of the SynthStrip interface (``interfaces.synthstrip``)."""
+        inputs = {k: getattr(self, k) for k in STRIP_OPTIONS}
+        inputs['model'] = str(self.strip_model)
+        if self.strip_sha256:
+            inputs['model_sha256'] = self.strip_sha256
+        return inputs
+
+    def seg_inputs(self, ct: bool) -> dict:
+        """Inputs of the SynthSeg interface (``interfaces.synthseg``) for one image."""
+        inputs = {k: getattr(self, k) for k in SEG_OPTIONS if k != 'ct'}
+        inputs['ct'] = ct
+        if self.seg_model is not None:
+            inputs['model'] = str(self.seg_model)
+            if self.seg_sha256:
+                inputs['model_sha256'] = self.seg_sha256
+        return inputs
 
 
 @dataclass(frozen=True)
@@ -53,7 +97,9 @@ class ExecutionSettings:
     bids_database_dir: Path | None = None
     skip_bids_validation: bool = False
     reports_only: bool = False
-    verbose: int = 0
+    boilerplate_only: bool = False
+    clean_workdir: bool = False
+    verbose: int = 0  # -1: quiet (warnings and errors only), 1: -v, 2: -vv
     version: str = '0+unknown'
 
 
@@ -67,6 +113,7 @@ class NipypeSettings:
     omp_nthreads: int = 1
     mem_gb: float | None = None
     gpu: bool = False
+    stop_on_first_crash: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,3 +179,36 @@ def _toml_value(value) -> str:
     if is_dataclass(value):
         return _toml_value(asdict(value))
     return _toml_value(str(value))
+
+
+def from_toml(text: str) -> Settings:
+    """Read back what :func:`to_toml` wrote (a run's ``synthbids.toml``).
+
+    Keys this version does not know are ignored; ``"null"`` inside tables (BIDS filters) is
+    ``None`` again, as written."""
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+
+    data = tomllib.loads(text)
+    sections = typing.get_type_hints(Settings)
+    return Settings(**{name: _section(cls, data.get(name, {})) for name, cls in sections.items()})
+
+
+def _section(cls, table: dict):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: _from_toml_value(hints[k], v) for k, v in table.items() if k in known})
+
+
+def _from_toml_value(hint, value):
+    if isinstance(value, dict):
+        return {k: _from_toml_value(None, v) for k, v in value.items()}
+    if value == 'null' and hint is None:  # inside a table: TOML has no null
+        return None
+    if hint is not None and Path in (hint, *typing.get_args(hint)):
+        return Path(value)
+    if typing.get_origin(hint) is tuple:
+        return tuple(value)
+    return value

@@ -53,9 +53,7 @@ def init_skullstrip_wf(
     outputnode = pe.Node(niu.IdentityInterface(fields=STRIP_OUTPUTS), name='outputnode')
     strip = pe.Node(
         SynthStripRPT(
-            model=str(models.strip_model),
-            no_csf=models.no_csf,
-            border=models.border,
+            **models.strip_inputs(),
             use_gpu=use_gpu,
             num_threads=omp_nthreads,
             out_report='brainmask.svg',
@@ -91,13 +89,7 @@ def init_segmentation_wf(
     outputnode = pe.Node(niu.IdentityInterface(fields=SEG_OUTPUTS), name='outputnode')
     seg = pe.Node(
         SynthSegRPT(
-            robust=models.robust,
-            parc=models.parc,
-            qc=models.qc,
-            fast=models.fast,
-            ct=ct,
-            keepgeom=models.keepgeom,
-            posteriors=models.posteriors,
+            **models.seg_inputs(ct),
             qc_threshold=QC_THRESHOLD,
             use_gpu=use_gpu,
             num_threads=omp_nthreads,
@@ -107,8 +99,6 @@ def init_segmentation_wf(
         mem_gb=SEG_MEM_GB + 2.0 * models.robust + 1.0 * models.parc,
         n_procs=omp_nthreads,
     )
-    if models.seg_model is not None:
-        seg.inputs.model = str(models.seg_model)
     connections = [(f, f) for f in SEG_OUTPUTS if f not in ('out_qc', 'out_probseg', 'label_map')]
     if models.qc:
         connections.append(('out_qc', 'out_qc'))

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.imageio import EXTENSIONS as IMAGE_EXTENSIONS
+
 #: Entity order of the BIDS schema (``rules/entities.yaml``), short names.
 ENTITY_ORDER = (
     'sub', 'tpl', 'ses', 'cohort', 'sample', 'task', 'tracksys', 'acq', 'nuc', 'voi', 'ce',
@@ -46,7 +48,14 @@ PYBIDS_NAMES = {
 #: The contrast whose derivatives carry no ``space-`` entity.
 REFERENCE_SUFFIX = 'T1w'
 
-EXTENSIONS = ('.nii.gz', '.nii', '.json', '.tsv', '.svg', '.html', '.mgz', '.png', '.bib', '.md')
+#: Every extension a derivative can have: the images synthbids reads and writes, then text.
+EXTENSIONS = IMAGE_EXTENSIONS + ('.json', '.tsv', '.svg', '.html', '.png', '.bib', '.md')
+
+
+def safe_name(text: str) -> str:
+    """``text`` with every character that is not a letter or digit replaced by ``_`` (Nipype
+    node names, HTML anchors)."""
+    return ''.join(ch if ch.isalnum() else '_' for ch in text)
 
 
 def split_extension(name: str) -> tuple[str, str]:
@@ -135,7 +144,7 @@ class SourceImage:
     @property
     def key(self) -> str:
         """A short identifier usable in Nipype node names."""
-        return ''.join(ch if ch.isalnum() else '_' for ch in self.bids_name)
+        return safe_name(self.bids_name)
 
 
 def derivative_name(

@@ -6,11 +6,12 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..core.errors import InputError, OutputError, SynthbidsError
+from ..core.errors import InputError, OutputError, SynthbidsError, UsageError
 
 log = logging.getLogger('synthbids')
 
@@ -26,12 +27,29 @@ def setup_logging(verbosity: int) -> None:
     root.setLevel(level)
 
 
+def add_common_flags(parser, prog: str) -> None:
+    """``-v/--verbose`` and ``--version``, as every single-image tool has them."""
+    from .. import __version__
+
+    parser.add_argument(
+        '-v', '--verbose', action='count', default=0, help='more messages (-vv: debugging)'
+    )
+    parser.add_argument('--version', action='version', version=f'{prog} {__version__}')
+
+
+def tool_main(prog: str, parser, run: Callable, argv: list[str] | None) -> int:
+    """Parse ``argv``, set up logging, and run ``run(args)`` with one-line errors."""
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    return run_main(prog, lambda: run(args), verbose=args.verbose > 1)
+
+
 def set_threads(threads: int | None) -> None:
     """Limit torch (and BLAS) to ``threads`` CPU threads; ``None`` keeps the defaults."""
     if threads is None:
         return
     if threads < 1:
-        raise SynthbidsError(f'--threads must be at least 1 (got {threads})')
+        raise UsageError(f'--threads must be at least 1 (got {threads})')
     import torch
 
     torch.set_num_threads(threads)
@@ -46,6 +64,40 @@ def choose_device(gpu: bool):
     if not torch.cuda.is_available():
         raise SynthbidsError('--gpu was given but no CUDA device is available')
     return torch.device('cuda')
+
+
+def print_weights(weights, device) -> None:
+    """Say which weights run, and where (every single-image tool prints this line)."""
+    names = ', '.join(f'{w.name} (sha256 {w.sha256[:12]}...)' for w in weights)
+    print(f'Using {names} on {device}', flush=True)
+
+
+def run_each(prog: str, inputs: Sequence[Path], work: Callable[[int, Path], list]) -> int:
+    """Run ``work(index, input)`` (which returns the paths it wrote) for every input, as the
+    single-image tools do: a bad image among several is reported and skipped (exit 1 at the
+    end, with the list); with one input its error ends the run."""
+    failures = []
+    total = len(inputs)
+    for i, src in enumerate(inputs):
+        start = time.perf_counter()
+        if total > 1:
+            print(f'[{i + 1}/{total}] {src}', flush=True)
+        try:
+            written = work(i, src)
+        except InputError as err:
+            if total == 1:
+                raise
+            failures.append(src)
+            print(f'{prog}: error: {err}', file=sys.stderr, flush=True)
+            continue
+        outputs = ', '.join(str(p) for p in dict.fromkeys(written))
+        print(f'{src}: done in {time.perf_counter() - start:.1f} s -> {outputs}', flush=True)
+    if failures:
+        print(f'{prog}: {len(failures)} of {total} images failed:', file=sys.stderr)
+        for src in failures:
+            print(f'  {src}', file=sys.stderr)
+        return 1
+    return 0
 
 
 class Terminated(KeyboardInterrupt):
@@ -103,7 +155,7 @@ def expand_outputs(
             stem, ext = split_ext(src.name)
             out.append(folder / f'{stem}{suffix}{ext or ".nii.gz"}')
         return out
-    raise SynthbidsError(
+    raise UsageError(
         f'{option} needs one file per input ({len(inputs)}) or a single existing folder'
     )
 

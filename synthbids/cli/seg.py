@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
-from ._common import run_main, set_threads, setup_logging
+from ._common import add_common_flags, print_weights, run_each, set_threads, tool_main
 
 PROG = 'synthbids-seg'
 log = logging.getLogger('synthbids.seg')
@@ -34,8 +32,16 @@ def get_parser() -> argparse.ArgumentParser:
         'cache (synthbids-models fetch), $FREESURFER_HOME/models, then the weights packaged '
         'with synthbids.',
     )
-    p.add_argument('--i', metavar='PATH', help='image, folder of images, or .txt list of images')
-    p.add_argument('--o', metavar='PATH', help='segmentation(s): file or folder (must match --i)')
+    required = p.add_argument_group('required arguments')
+    required.add_argument(
+        '--i',
+        metavar='PATH',
+        required=True,
+        help='image, folder of images, or .txt list of images',
+    )
+    required.add_argument(
+        '--o', metavar='PATH', required=True, help='segmentation(s): file or folder (as --i)'
+    )
     p.add_argument('--parc', action='store_true', help='cortical parcellation (Desikan-Killiany)')
     p.add_argument('--robust', action='store_true', help='robust model (slower; implies --fast)')
     p.add_argument('--fast', action='store_true', help='no flip test-time augmentation')
@@ -76,17 +82,12 @@ def get_parser() -> argparse.ArgumentParser:
         help='recompute full-resolution features instead of keeping them: about 20%% slower, '
         '~20%% less peak memory',
     )
-    p.add_argument(
-        '-v', '--verbose', action='count', default=0, help='more messages (-vv: debugging)'
-    )
-    p.add_argument('--version', action='version', version=f'{PROG} {__version__}')
+    add_common_flags(p, PROG)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    return run_main(PROG, lambda: _run(args), verbose=args.verbose > 1)
+    return tool_main(PROG, get_parser(), _run, argv)
 
 
 # --------------------------------------------------------------------------- paths
@@ -135,12 +136,12 @@ def _csv_path(value: str) -> Path:
 
 def plan_outputs(args) -> Plan:
     """``mri_synthseg``'s rules for matching outputs to inputs (module docstring)."""
-    from ..core.errors import InputError, SynthbidsError
+    from ..core.errors import InputError, UsageError
 
     if not args.i:
-        raise SynthbidsError('please give an input image, folder or list with --i')
+        raise UsageError('please give an input image, folder or list with --i')
     if not args.o:
-        raise SynthbidsError('please give an output file or folder with --o')
+        raise UsageError('please give an output file or folder with --o')
     source = Path(args.i)
     image_outputs = {'--o': args.o, '--post': args.post, '--resample': args.resample}
     if source.name.endswith('.txt'):
@@ -152,10 +153,10 @@ def plan_outputs(args) -> Plan:
             if value is None:
                 return [None] * len(inputs)
             if not value.endswith('.txt'):
-                raise SynthbidsError(f'{option} must be a .txt list of paths when --i is one')
+                raise UsageError(f'{option} must be a .txt list of paths when --i is one')
             paths = _read_list(Path(value), f'{option} output')
             if len(paths) != len(inputs):
-                raise SynthbidsError(
+                raise UsageError(
                     f'{option} lists {len(paths)} paths for {len(inputs)} inputs ({value})'
                 )
             return paths
@@ -172,7 +173,7 @@ def plan_outputs(args) -> Plan:
         )
     for option, value in {**image_outputs, '--vol': args.vol, '--qc': args.qc}.items():
         if value is not None and value.endswith('.txt'):
-            raise SynthbidsError(f'{option} can only be a .txt list when --i is one')
+            raise UsageError(f'{option} can only be a .txt list when --i is one')
     vol = _csv_path(args.vol) if args.vol else None
     qc = _csv_path(args.qc) if args.qc else None
     if not _is_image(source.name):
@@ -191,7 +192,7 @@ def plan_outputs(args) -> Plan:
                 outs[option] = [None] * len(inputs)
                 continue
             if _is_image(value):
-                raise SynthbidsError(f'{option} must be a folder when --i is a folder')
+                raise UsageError(f'{option} must be a folder when --i is a folder')
             folder = Path(value)
             folders.append(folder)
             suffix = {'--o': 'synthseg', '--post': 'posteriors', '--resample': 'resampled'}
@@ -257,94 +258,62 @@ def _prepare_folders(plan: Plan) -> None:
 
 
 def _run(args) -> int:
-    from ..core.errors import InputError, SynthbidsError
+    from ..core.errors import InputError, UsageError
     from ..core.seg_preprocess import parse_crop
 
     if args.robust and args.v1:
-        raise SynthbidsError('--v1 cannot be used with --robust (the robust model is 2.0 only)')
+        raise UsageError('--v1 cannot be used with --robust (the robust model is 2.0 only)')
     try:
-        crop = parse_crop(args.crop)
+        options = dict(
+            fast=args.fast,
+            crop=parse_crop(args.crop),
+            ct=args.ct,
+            keepgeom=args.keepgeom,
+            parc_compat=args.parc_compat,
+        )
     except InputError as err:
-        raise SynthbidsError(str(err)) from None
+        raise UsageError(str(err)) from None
     plan = plan_outputs(args)
     _prepare_folders(plan)
     set_threads(args.threads)
     device = _device(args.cpu)
 
     from ..core import seg_tables as T
-    from ..core.imageio import OutputSet, image_on_grid, load_volume
-    from ..core.segment import load_seg_model, segment
+    from ..core.imageio import load_volume
+    from ..core.segment import load_seg_model, segment_file
 
     model = None
-    failures = []
-    vol_rows: dict[Path, list] = {}
-    qc_rows: dict[Path, list] = {}
-    total = len(plan.inputs)
-    for i, src in enumerate(plan.inputs):
-        start = time.perf_counter()
-        if total > 1:
-            print(f'[{i + 1}/{total}] {src}', flush=True)
-        try:
-            volume = load_volume(src, max_dims=5, fdata=True)  # bad input fails fast
-            if model is None:
-                model = load_seg_model(
-                    args.model,
-                    v1=args.v1,
-                    robust=args.robust,
-                    parc=args.parc,
-                    qc=plan.qc[0] is not None,
-                    device=device,
-                    low_memory=args.low_memory,
-                )
-                names = ', '.join(f'{w.name} (sha256 {w.sha256[:12]}...)' for w in model.weights)
-                print(f'Using {names} on {device}', flush=True)
-            result = segment(
-                volume,
-                model,
-                fast=args.fast,
-                crop=crop,
-                ct=args.ct,
-                keepgeom=args.keepgeom,
-                posteriors=plan.post[i] is not None,
-                parc_compat=args.parc_compat,
+    tables: dict[Path, list] = {}
+
+    def work(i, src):
+        nonlocal model
+        volume = load_volume(src, max_dims=5, fdata=True)  # bad input fails fast
+        if model is None:
+            model = load_seg_model(
+                args.model,
+                v1=args.v1,
+                robust=args.robust,
+                parc=args.parc,
+                qc=plan.qc[0] is not None,
+                device=device,
+                low_memory=args.low_memory,
             )
-            written = [plan.seg[i]]
-            with OutputSet() as staged:
-                img = image_on_grid(result.labels, volume, result.affine, plan.seg[i])
-                staged.add(img, plan.seg[i])
-                if plan.post[i] is not None:
-                    img = image_on_grid(
-                        result.posteriors, volume, result.posteriors_affine, plan.post[i]
-                    )
-                    staged.add(img, plan.post[i])
-                    written.append(plan.post[i])
-                if plan.resample[i] is not None and result.resampled is not None:
-                    img = image_on_grid(
-                        result.resampled, volume, result.resampled_affine, plan.resample[i]
-                    )
-                    staged.add(img, plan.resample[i])
-                    written.append(plan.resample[i])
-            subject = T.subject_name(src)
-            if plan.vol[i] is not None:
-                row = T.volume_row(subject, result.volumes, result.volume_precision)
-                written.append(_add_row(vol_rows, plan.vol[i], list(result.volumes), row, plan))
-            if plan.qc[i] is not None:
-                row = T.qc_row(subject, result.qc)
-                written.append(_add_row(qc_rows, plan.qc[i], list(result.qc), row, plan))
-        except InputError as err:
-            if total == 1:
-                raise
-            failures.append(src)
-            print(f'{PROG}: error: {err}', file=sys.stderr, flush=True)
-            continue
-        outputs = ', '.join(str(p) for p in dict.fromkeys(written))
-        print(f'{src}: done in {time.perf_counter() - start:.1f} s -> {outputs}', flush=True)
-    if failures:
-        print(f'{PROG}: {len(failures)} of {total} images failed:', file=sys.stderr)
-        for src in failures:
-            print(f'  {src}', file=sys.stderr)
-        return 1
-    return 0
+            print_weights(model.weights, device)
+        seg, post, resampled = plan.seg[i], plan.post[i], plan.resample[i]
+        result, _ = segment_file(
+            volume, model, seg, posteriors=post, resampled=resampled, **options
+        )
+        written = [seg, post, resampled if result.resampled is not None else None]
+        subject = T.subject_name(src)
+        if plan.vol[i] is not None:
+            row = T.volume_row(subject, result.volumes, result.volume_precision)
+            written.append(_add_row(tables, plan.vol[i], list(result.volumes), row, plan))
+        if plan.qc[i] is not None:
+            row = T.qc_row(subject, result.qc)
+            written.append(_add_row(tables, plan.qc[i], list(result.qc), row, plan))
+        return [p for p in written if p is not None]
+
+    return run_each(PROG, plan.inputs, work)
 
 
 def _add_row(store: dict, path: Path, header: list[str], row: list[str], plan: Plan) -> Path:

@@ -9,18 +9,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
-from .. import __version__
 from ._common import (
+    add_common_flags,
     check_distinct,
     check_inputs_exist,
     choose_device,
     expand_outputs,
-    run_main,
+    print_weights,
+    run_each,
     set_threads,
-    setup_logging,
+    tool_main,
 )
 
 PROG = 'synthbids-strip'
@@ -96,25 +96,20 @@ def get_parser() -> argparse.ArgumentParser:
         '--no-csf', action='store_true', help='exclude extra-cerebral CSF from the brain border'
     )
     p.add_argument('--model', metavar='FILE', help='weights file to use instead of the search')
-    p.add_argument(
-        '-v', '--verbose', action='count', default=0, help='more messages (-vv: debugging)'
-    )
-    p.add_argument('--version', action='version', version=f'{PROG} {__version__}')
+    add_common_flags(p, PROG)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    return run_main(PROG, lambda: _run(args), verbose=args.verbose > 1)
+    return tool_main(PROG, get_parser(), _run, argv)
 
 
 def _run(args) -> int:
-    from ..core.errors import InputError, SynthbidsError
-    from ..core.imageio import OutputSet, check_extension, check_output_path, image_like
+    from ..core.errors import UsageError
+    from ..core.imageio import check_extension, check_output_path
 
     if not (args.out or args.mask or args.sdt):
-        raise SynthbidsError('give at least one output: -o/--out, -m/--mask or -d/--sdt')
+        raise UsageError('give at least one output: -o/--out, -m/--mask or -d/--sdt')
     inputs = [Path(p) for p in args.image]
     check_inputs_exist(inputs)
     for p in inputs:
@@ -131,41 +126,21 @@ def _run(args) -> int:
     device = choose_device(args.gpu)
 
     from ..core.imageio import load_volume
-    from ..core.strip import load_strip_model, strip
+    from ..core.strip import load_strip_model, strip_file
 
     model = None
-    failures = 0
-    for src, out, mask, sdt in zip(inputs, outs, masks, sdts):
-        start = time.perf_counter()
-        try:
-            volume = load_volume(src)  # before the model: bad input fails fast
-            if model is None:
-                model = load_strip_model(args.model, no_csf=args.no_csf, device=device)
-                weights = model.weights
-                print(
-                    f'Using {weights.name} (sha256 {weights.sha256[:12]}...) on {device}',
-                    flush=True,
-                )
-            result = strip(volume, model, border=args.border, fill=args.fill)
-            with OutputSet() as staged:
-                if out is not None:
-                    staged.add(image_like(result.stripped, volume, out), out)
-                if mask is not None:
-                    staged.add(image_like(result.mask.astype('uint8'), volume, mask), mask)
-                if sdt is not None:
-                    staged.add(image_like(result.sdt, volume, sdt), sdt)
-        except InputError as err:
-            if len(inputs) == 1:
-                raise
-            failures += 1
-            print(f'{PROG}: error: {err}', file=sys.stderr, flush=True)
-            continue
-        written = ', '.join(str(p) for p in (out, mask, sdt) if p is not None)
-        print(f'{src}: done in {time.perf_counter() - start:.1f} s -> {written}', flush=True)
-    if failures:
-        print(f'{PROG}: {failures} of {len(inputs)} images failed', file=sys.stderr)
-        return 1
-    return 0
+
+    def work(i, src):
+        nonlocal model
+        volume = load_volume(src)  # before the model: bad input fails fast
+        if model is None:
+            model = load_strip_model(args.model, no_csf=args.no_csf, device=device)
+            print_weights([model.weights], device)
+        out, mask, sdt = outs[i], masks[i], sdts[i]
+        strip_file(volume, model, out=out, mask=mask, sdt=sdt, border=args.border, fill=args.fill)
+        return [p for p in (out, mask, sdt) if p is not None]
+
+    return run_each(PROG, inputs, work)
 
 
 if __name__ == '__main__':  # pragma: no cover

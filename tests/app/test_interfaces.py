@@ -40,8 +40,10 @@ def test_synthstrip_outputs_keep_the_input_grid(image, tiny_strip_ckpt, tmp_path
     m = np.asanyarray(mask.dataobj).astype(bool)
     assert 0.05 < m.mean() < 0.5
     assert np.all(np.asanyarray(brain.dataobj)[~m] == 0)
-    assert out.model_meta['ModelName'] == 'SynthStrip'
-    assert out.model_meta['ModelWeights'][0]['File'] == 'tiny_strip.pt'
+    assert out.model_meta['ModelName'] == 'SynthStrip network, custom weights'
+    weights = out.model_meta['ModelWeights'][0]
+    assert weights['File'] == 'tiny_strip.pt' and weights['Source'] == 'argument'
+    assert weights['Origin'].startswith('custom weights')
     assert out.model_meta['ModelSettings'] == {'Border': 1.0, 'NoCSF': False}
     svg = open(out.out_report).read()
     assert svg.lstrip().startswith('<?xml') and '<image' in svg and '<path' in svg
@@ -67,7 +69,7 @@ def test_synthseg_outputs(image, tiny_seg_models, tmp_path, monkeypatch):
     ).run()
     out = result.outputs
     dseg = nib.load(out.out_dseg)
-    assert dseg.get_data_dtype() == np.int16
+    assert dseg.get_data_dtype() == np.int32  # as mri_synthseg (and synthbids-seg) write it
     assert np.allclose(dseg.header.get_zooms(), 1)  # SynthSeg's 1 mm grid (input is not)
     labels = set(np.unique(np.asanyarray(dseg.dataobj)).tolist())
     assert {0, 2} <= labels <= {0, 2, 3, 24, 41, 42}  # the intensity bands of the tiny net

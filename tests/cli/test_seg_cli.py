@@ -229,9 +229,29 @@ def test_flag_errors(args, problem, make_nifti, tiny_seg_models, tmp_path, capsy
     code, _, err = run_cli(
         ['--i', src, '--o', tmp_path / 's.nii.gz', *args, '--model', tiny_seg_models], capsys
     )
-    assert code != 0 and problem in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(['--i', src], capsys)
-    assert code != 0 and 'please give an output' in err
+    assert code == 2 and problem in err and len(err.strip().splitlines()) == 1
+
+
+def test_usage_errors_exit_2_like_synthbids_strip(make_nifti, tmp_path, capsys):
+    """One convention for the single-image tools: every usage error exits 2, argparse's own
+    (a missing required option) and ours (no output given to synthbids-strip)."""
+    from synthbids.cli.strip import main as strip_main
+
+    src = make_nifti()
+    with pytest.raises(SystemExit) as exc:
+        main(['--i', str(src)])
+    assert exc.value.code == 2 and 'required: --o' in capsys.readouterr().err
+    assert strip_main(['-i', str(src)]) == 2
+    assert 'give at least one output' in capsys.readouterr().err
+
+
+def test_help_shows_i_and_o_as_required(capsys):
+    with pytest.raises(SystemExit):
+        main(['--help'])
+    out = capsys.readouterr().out
+    required = out[out.index('required arguments:') :]
+    assert '--i PATH' in required and '--o PATH' in required
+    assert out.index('required arguments:') > 0 and '[--i' not in out and '[--o' not in out
 
 
 def test_weights_search_and_clear_failures(

@@ -329,6 +329,7 @@ def test_sigterm_leaves_no_partial_files(make_nifti, tiny_strip_ckpt, tmp_path):
         '1',
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith('[1/6]')
     line = proc.stdout.readline()  # the model is loaded and the first image is being processed
     assert line.startswith('Using')
     time.sleep(0.3)
