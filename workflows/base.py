@@ -11,39 +11,28 @@ from pathlib import Path
 
 from nipype.pipeline import engine as pe
 
-from synthbids.bids.naming import SourceImage
-from synthbids.config import ModelSettings
+from synthbids.bids.naming import SourceImage, safe_name
+from synthbids.config import Settings
 
 from .anatomical import init_anat_wf
 
 
 def init_synthbids_wf(
-    *,
-    subjects: dict[str, list[SourceImage]],
-    output_dir: Path,
-    work_dir: Path,
-    models: ModelSettings,
-    run_uuid: str,
-    omp_nthreads: int = 1,
-    use_gpu: bool = False,
-    segment_4d: bool = False,
-    name: str = 'synthbids_wf',
+    *, subjects: dict[str, list[SourceImage]], settings: Settings, name: str = 'synthbids_wf'
 ) -> pe.Workflow:
     """All selected participants, side by side (independent sub-workflows)."""
-    workflow = pe.Workflow(name=name, base_dir=str(work_dir))
+    ex = settings.execution
+    workflow = pe.Workflow(name=name, base_dir=str(ex.work_dir))
     for label, images in subjects.items():
         single_subject_wf = init_single_subject_wf(
             subject=label,
             images=images,
-            output_dir=output_dir,
-            models=models,
-            omp_nthreads=omp_nthreads,
-            use_gpu=use_gpu,
-            segment_4d=segment_4d,
-            name=f'single_subject_{_safe(label)}_wf',
+            settings=settings,
+            name=f'single_subject_{safe_name(label)}_wf',
         )
-        crash_dir = Path(output_dir) / f'sub-{label}' / 'log' / run_uuid
-        set_crash_dir(single_subject_wf, crash_dir)
+        set_crash_dir(
+            single_subject_wf, Path(ex.output_dir) / f'sub-{label}' / 'log' / ex.run_uuid
+        )
         workflow.add_nodes([single_subject_wf])
     return workflow
 
@@ -52,30 +41,27 @@ def init_single_subject_wf(
     *,
     subject: str,
     images: list[SourceImage],
-    output_dir: Path,
-    models: ModelSettings,
-    omp_nthreads: int = 1,
-    use_gpu: bool = False,
-    segment_4d: bool = False,
+    settings: Settings,
     name: str = 'single_subject_wf',
 ) -> pe.Workflow:
     """Every selected image of one participant (all sessions).
 
-    SynthSeg runs on 3-D images only (a 4-D PET series is skull-stripped frame by frame,
-    not segmented) unless ``segment_4d``.
+    SynthSeg runs on 3-D images only: a 4-D series (dynamic PET) is skull-stripped frame by
+    frame and not segmented.
     """
+    models, nipype = settings.models, settings.nipype
     workflow = pe.Workflow(name=name)
     for image in images:
         if image.subject != subject:
             raise ValueError(f'{image.relpath} does not belong to sub-{subject}')
         anat_wf = init_anat_wf(
             image=image,
-            output_dir=output_dir,
+            output_dir=settings.execution.output_dir,
             models=models,
-            segment=models.segment and (segment_4d or not _is_4d(image.path)),
-            omp_nthreads=omp_nthreads,
-            use_gpu=use_gpu,
-            name=f'anat_{_safe(image.bids_name.removeprefix(f"sub-{subject}_"))}_wf',
+            segment=models.segment and not _is_4d(image.path),
+            omp_nthreads=nipype.omp_nthreads,
+            use_gpu=nipype.gpu,
+            name=f'anat_{safe_name(image.bids_name.removeprefix(f"sub-{subject}_"))}_wf',
         )
         anat_wf.inputs.inputnode.in_file = str(image.path)
         workflow.add_nodes([anat_wf])
@@ -93,10 +79,6 @@ def set_crash_dir(workflow: pe.Workflow, crash_dir: Path) -> None:
         execution.update({'crashdump_dir': str(crash_dir), 'crashfile_format': 'txt'})
         config['execution'] = execution
         node.config = config
-
-
-def _safe(text: str) -> str:
-    return ''.join(ch if ch.isalnum() else '_' for ch in text)
 
 
 def _is_4d(path: Path) -> bool:

@@ -44,12 +44,32 @@ QC_DICTIONARY = {
 }
 
 
+#: Inputs of :func:`init_ds_skullstrip_wf` and :func:`init_ds_segmentation_wf`: the outputs of
+#: the SynthStrip and SynthSeg nodes they save.
+SKULLSTRIP_INPUTS = ('out_mask', 'out_brain', 'out_report', 'model_meta')
+SEGMENTATION_FILES = ('out_dseg', 'out_volumes', 'out_qc', 'out_probseg')
+SEGMENTATION_INPUTS = (*SEGMENTATION_FILES, 'label_map', 'out_report', 'model_meta')
+
+
 def _sink(image: SourceImage, output_dir: Path, name: str, **inputs) -> pe.Node:
     return pe.Node(
         DerivativesDataSink(base_directory=str(output_dir), source_file=image.relpath, **inputs),
         name=name,
         run_without_submitting=True,
     )
+
+
+def _save(workflow, inputnode, field, sink, output=None, *, meta=True) -> None:
+    """Connect ``inputnode.<field>`` (and the model metadata, with ``meta``) to ``sink``, and
+    the path it saves to the workflow's ``outputnode.<output>``."""
+    inputs = [(field, 'in_file')] + ([('model_meta', 'model_meta')] if meta else [])
+    workflow.connect([(inputnode, sink, inputs)])
+    if output:
+        workflow.connect([(sink, workflow.get_node('outputnode'), [('out_file', output)])])
+
+
+def _outputnode(workflow: pe.Workflow, fields: list[str]) -> None:
+    workflow.add_nodes([pe.Node(niu.IdentityInterface(fields=fields), name='outputnode')])
 
 
 def init_ds_skullstrip_wf(
@@ -61,11 +81,8 @@ def init_ds_skullstrip_wf(
     Outputs: ``mask``, ``brain`` (paths in the derivatives dataset).
     """
     workflow = pe.Workflow(name=name)
-    inputnode = pe.Node(
-        niu.IdentityInterface(fields=['out_mask', 'out_brain', 'out_report', 'model_meta']),
-        name='inputnode',
-    )
-    outputnode = pe.Node(niu.IdentityInterface(fields=['mask', 'brain']), name='outputnode')
+    inputnode = pe.Node(niu.IdentityInterface(fields=list(SKULLSTRIP_INPUTS)), name='inputnode')
+    _outputnode(workflow, ['mask', 'brain'])
     mask_rel = derivative_relpath(
         image, derivative_name(image, suffix='mask', extension='.nii.gz', desc='brain')
     )
@@ -89,15 +106,9 @@ def init_ds_skullstrip_wf(
         desc='brainmask',
         datatype='figures',
     )
-    # fmt: off
-    workflow.connect([
-        (inputnode, ds_mask, [('out_mask', 'in_file'), ('model_meta', 'model_meta')]),
-        (inputnode, ds_brain, [('out_brain', 'in_file'), ('model_meta', 'model_meta')]),
-        (inputnode, ds_report, [('out_report', 'in_file')]),
-        (ds_mask, outputnode, [('out_file', 'mask')]),
-        (ds_brain, outputnode, [('out_file', 'brain')]),
-    ])
-    # fmt: on
+    _save(workflow, inputnode, 'out_mask', ds_mask, 'mask')
+    _save(workflow, inputnode, 'out_brain', ds_brain, 'brain')
+    _save(workflow, inputnode, 'out_report', ds_report, meta=False)
     return workflow
 
 
@@ -114,19 +125,8 @@ def init_ds_segmentation_wf(
     ``out_report``, ``model_meta``. Outputs: ``dseg``, ``volumes``, ``qc``.
     """
     workflow = pe.Workflow(name=name)
-    fields = [
-        'out_dseg',
-        'out_volumes',
-        'out_qc',
-        'out_probseg',
-        'label_map',
-        'out_report',
-        'model_meta',
-    ]
-    inputnode = pe.Node(niu.IdentityInterface(fields=fields), name='inputnode')
-    outputnode = pe.Node(
-        niu.IdentityInterface(fields=['dseg', 'volumes', 'qc']), name='outputnode'
-    )
+    inputnode = pe.Node(niu.IdentityInterface(fields=list(SEGMENTATION_INPUTS)), name='inputnode')
+    _outputnode(workflow, ['dseg', 'volumes', 'qc'])
     seg = models.seg_label
     ds_dseg = _sink(
         image, output_dir, 'ds_dseg', suffix='dseg', desc=seg, meta_dict={'Manual': False}
@@ -137,23 +137,12 @@ def init_ds_segmentation_wf(
     ds_report = _sink(
         image, output_dir, 'ds_report_seg', suffix=image.suffix, desc=seg, datatype='figures'
     )
-    # fmt: off
-    workflow.connect([
-        (inputnode, ds_dseg, [('out_dseg', 'in_file'), ('model_meta', 'model_meta')]),
-        (inputnode, ds_volumes, [('out_volumes', 'in_file'), ('model_meta', 'model_meta')]),
-        (inputnode, ds_report, [('out_report', 'in_file')]),
-        (ds_dseg, outputnode, [('out_file', 'dseg')]),
-        (ds_volumes, outputnode, [('out_file', 'volumes')]),
-    ])
-    # fmt: on
+    _save(workflow, inputnode, 'out_dseg', ds_dseg, 'dseg')
+    _save(workflow, inputnode, 'out_volumes', ds_volumes, 'volumes')
+    _save(workflow, inputnode, 'out_report', ds_report, meta=False)
     if models.qc:
         ds_qc = _sink(image, output_dir, 'ds_qc', suffix='qc', desc=seg, meta_dict=QC_DICTIONARY)
-        # fmt: off
-        workflow.connect([
-            (inputnode, ds_qc, [('out_qc', 'in_file'), ('model_meta', 'model_meta')]),
-            (ds_qc, outputnode, [('out_file', 'qc')]),
-        ])
-        # fmt: on
+        _save(workflow, inputnode, 'out_qc', ds_qc, 'qc')
     if models.posteriors:
         ds_probseg = _sink(image, output_dir, 'ds_probseg', suffix='probseg', desc='aseg')
         label_map = pe.Node(
@@ -163,10 +152,10 @@ def init_ds_segmentation_wf(
             name='label_map',
             run_without_submitting=True,
         )
+        _save(workflow, inputnode, 'out_probseg', ds_probseg)
         # fmt: off
         workflow.connect([
             (inputnode, label_map, [('label_map', 'label_map')]),
-            (inputnode, ds_probseg, [('out_probseg', 'in_file'), ('model_meta', 'model_meta')]),
             (label_map, ds_probseg, [('meta', 'meta_dict')]),
         ])
         # fmt: on

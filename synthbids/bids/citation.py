@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..config import QC_THRESHOLD, ModelSettings
@@ -40,51 +41,33 @@ REFERENCES = {
 }
 
 
-def boilerplate(version: str, models: ModelSettings, strip_weights: str, seg_weights: str) -> str:
-    """The methods paragraph (Markdown) for the settings of this run."""
-    cite = []
+#: Names of the published models, said only when their official weights ran.
+PUBLISHED_NAMES = {
+    'strip': 'SynthStrip',
+    'strip-nocsf': 'SynthStrip',
+    'seg': 'SynthSeg 2.0',
+    'seg-robust': 'SynthSeg 2.0',
+    'seg-v1': 'SynthSeg 1.0',
+}
+
+
+def boilerplate(version: str, models: ModelSettings, strip_weights, seg_weights=None) -> str:
+    """The methods text (Markdown) for the settings of this run; the weights are
+    :class:`~synthbids.core.weights.WeightsFile` objects (``seg_weights`` None without
+    segmentation), named as what they are: official files or synthbids' own weights."""
     text = [
         f'Results were generated with *synthbids* {version}, a re-implementation of '
         'SynthStrip and SynthSeg in PyTorch packaged as a BIDS App built on Nipype '
         '[@nipype] and PyBIDS [@pybids].',
         '',
-        'Every anatomical image was skull-stripped independently with SynthStrip [@synthstrip], '
-        'a convolutional network trained on synthetic images of arbitrary contrast to predict '
-        'the signed distance to the brain boundary'
-        + (
-            ', excluding extra-cerebral cerebrospinal fluid (CSF) from the mask'
-            if models.no_csf
-            else ''
-        )
-        + f'; the brain mask was obtained by thresholding this distance at {models.border:g} mm '
-        f'(weights: {strip_weights}).',
+        _strip_paragraph(models, strip_weights),
     ]
-    cite += ['synthstrip', 'nipype', 'pybids']
+    cite = ['synthstrip', 'nipype', 'pybids']
     if models.segment:
-        seg = (
-            'Each image was then segmented into 32 brain structures with SynthSeg [@synthseg], '
-            'a network trained on synthetic data to segment brain scans of any contrast and '
-            'resolution without retraining'
-        )
-        if models.robust:
-            seg += ', using its robust version for clinical scans [@synthseg_robust]'
-            cite.append('synthseg_robust')
-        seg += f' (weights: {seg_weights}).'
-        if models.parc:
-            seg += (
-                ' The cortex was further parcellated into the 68 regions of the '
-                'Desikan-Killiany atlas [@synthseg_robust].'
-            )
-        if models.qc:
-            seg += (
-                ' Automated quality-control scores were predicted for eight groups of '
-                f'structures [@synthseg_robust]; scores below {QC_THRESHOLD} were flagged.'
-            )
-        if models.parc or models.qc:
-            cite.append('synthseg_robust')
-        seg += ' Regional volumes were computed from the soft segmentation (posteriors).'
-        text += ['', seg]
+        text += ['', _seg_paragraph(models, seg_weights)]
         cite.insert(1, 'synthseg')
+        if models.robust or models.parc or models.qc:
+            cite.append('synthseg_robust')
     text += [
         '',
         '## Copyright waiver',
@@ -97,12 +80,111 @@ def boilerplate(version: str, models: ModelSettings, strip_weights: str, seg_wei
         '## References',
         '',
     ]
-    seen = []
-    for key in cite:
-        if key not in seen:
-            seen.append(key)
-    text += [f'- [{k}] {REFERENCES[k]}' for k in seen]
+    text += [f'- [{k}] {REFERENCES[k]}' for k in dict.fromkeys(cite)]
     return '# Methods\n\n' + '\n'.join(text) + '\n'
+
+
+def _strip_paragraph(models: ModelSettings, weights) -> str:
+    csf = ', excluding extra-cerebral cerebrospinal fluid (CSF) from the mask'
+    return (
+        f'Every anatomical image was skull-stripped independently with {_method(weights)} '
+        '[@synthstrip], a convolutional network trained on synthetic images of arbitrary '
+        'contrast to predict the signed distance to the brain boundary'
+        + (csf if models.no_csf else '')
+        + f'; the brain mask was obtained by thresholding this distance at {models.border:g} '
+        f'mm. {weights_sentence(weights)}'
+    )
+
+
+def _seg_paragraph(models: ModelSettings, weights) -> str:
+    seg = (
+        f'Each image was then segmented into 32 brain structures with {_method(weights)} '
+        '[@synthseg], a convolutional network trained on synthetic data to segment brain scans '
+        'of any contrast and resolution without retraining'
+    )
+    if models.robust:
+        seg += ', in its robust version for clinical scans [@synthseg_robust]'
+    seg += f'. {weights_sentence(weights)}'
+    if models.parc:
+        seg += (
+            ' The cortex was further parcellated into the 68 regions of the '
+            'Desikan-Killiany atlas [@synthseg_robust].'
+        )
+    if models.qc:
+        seg += (
+            ' Automated quality-control scores were predicted for eight groups of '
+            f'structures [@synthseg_robust]; scores below {QC_THRESHOLD} were flagged.'
+        )
+    return seg + ' Regional volumes were computed from the soft segmentation (posteriors).'
+
+
+def _method(weights) -> str:
+    """The model's published name only when its published weights ran."""
+    kind = weights.entry.kind if weights.entry is not None else ''
+    if weights.origin == 'official' and kind in PUBLISHED_NAMES:
+        return PUBLISHED_NAMES[kind]
+    return 'the SynthStrip network' if kind.startswith('strip') else 'the SynthSeg network'
+
+
+def weights_sentence(weights) -> str:
+    """Which weights ran, in one or two sentences: official files, or the default weights
+    trained by synthbids with their model card's measured accuracy (and warning)."""
+    file = f'`{weights.path.name}`, SHA-256 {weights.sha256[:12]}'
+    if weights.origin == 'official':
+        return f'The weights published by its authors were used ({weights.name}: {file}).'
+    if weights.origin == 'custom':
+        return f'Custom weights, not in the synthbids registry, were used ({file}).'
+    text = (
+        'The network ran with default weights trained and packaged by synthbids, not the '
+        f'weights published by its authors ({weights.name}: {file})'
+    )
+    entry = weights.entry
+    if entry.accuracy:
+        text += f'; their model card ({entry.card or "synthbids"}) reports {entry.accuracy}'
+    text += '.'
+    if weights.warning:
+        text += f' **Warning:** these weights are {weights.warning}.'
+    return text
+
+
+def readable_citations(text: str) -> str:
+    """The methods text for reading: ``[@key; @key2]`` as ``(Author et al., year; ...)``
+    (from ``boilerplate.bib``), and the same label instead of the key before each reference."""
+    names = author_year()
+
+    def cite(match) -> str:
+        keys = re.findall(r'@([\w.:-]+)', match.group(0))
+        return '(' + '; '.join(names.get(k, k) for k in keys) + ')'
+
+    def reference(match) -> str:
+        return f'- ({names.get(match.group(1), match.group(1))}) '
+
+    text = re.sub(r'\[@[^\]]*\]', cite, text)
+    return re.sub(r'^- \[([\w.:-]+)\] ', reference, text, flags=re.M)
+
+
+def author_year() -> dict[str, str]:
+    """``{bibtex key: 'Hoopes et al., 2022'}`` for every entry of ``boilerplate.bib``
+    (``2023a``, ``2023b`` for two entries that would read the same)."""
+    out = {}
+    for entry in re.split(r'^@', bibtex(), flags=re.M)[1:]:
+        key = re.match(r'\w+\{([^,]+),', entry)
+        authors = re.search(r'author\s*=\s*\{(.+?)\},?\s*$', entry, re.M)
+        year = re.search(r'year\s*=\s*\{?(\d{4})', entry)
+        if not (key and authors and year):
+            continue
+        surnames = [p.split(',')[0].strip() for p in authors.group(1).split(' and ')]
+        if len(surnames) > 2:
+            surnames = [f'{surnames[0]} et al.']
+        out[key.group(1)] = f'{" and ".join(surnames)}, {year.group(1)}'
+    same = {}  # 'Billot et al., 2023' twice: 2023a and 2023b, in the order of the file
+    for key, name in out.items():
+        same.setdefault(name, []).append(key)
+    for keys in same.values():
+        if len(keys) > 1:
+            for letter, key in zip('abcdefghij', keys):
+                out[key] += letter
+    return out
 
 
 def bibtex() -> str:

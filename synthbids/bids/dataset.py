@@ -32,10 +32,18 @@ BIDSIGNORE = (
     '*/ct/*',
 )
 
-#: ``desc-`` labels used by synthbids (BIDS 1.9 ``descriptions.tsv``).
+#: Every ``desc-`` label synthbids writes (BIDS 1.9 ``descriptions.tsv``). All are listed in
+#: every run, so that participant jobs with and without ``--parc`` write the same file.
 DESCRIPTIONS = {
     'brain': 'Brain extracted by SynthStrip: the brain mask (mask) or the input image with '
     'every voxel outside the mask set to the fill value (contrast suffixes).',
+    'aseg': 'SynthSeg segmentation into 32 aseg-like structures (FreeSurfer label values and '
+    'names; desc-aseg_dseg.tsv): the labels (dseg), the posteriors (probseg), the regional '
+    'volumes (volumes) and the QC scores (qc) measured on them.',
+    'aparcaseg': 'SynthSeg segmentation with the cortex parcellated into the 68 '
+    'Desikan-Killiany regions (--parc; desc-aparcaseg_dseg.tsv): labels, volumes and QC '
+    'scores.',
+    'brainmask': 'Report figure: the brain-mask contour over the input image (figures/).',
 }
 
 

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from .. import __version__
+from .. import fetch as F
 from ..core import weights as W
 from ..core.errors import SynthbidsError, WeightsError
 from ._common import run_main, setup_logging
@@ -60,7 +61,7 @@ def _entries(names) -> list[W.RegistryEntry]:
 def cmd_list(args) -> int:
     rows = []
     for entry in W.registry().values():
-        found = W.locate(entry)
+        found = F.locate(entry)
         where = f'{found[0][0]}: {found[0][1]}' if found else '-'
         size = f'{entry.bytes / 1e6:.1f} MB' if entry.bytes else ''
         rows.append((entry.name, entry.kind, entry.file, size, where))
@@ -83,7 +84,7 @@ def cmd_fetch(args) -> int:
             print(f'{entry.name}: packaged with synthbids, nothing to fetch')
             continue
         try:
-            path = W.fetch(
+            path = F.fetch(
                 entry,
                 dest=args.dest,
                 mirror=args.mirror,
@@ -117,12 +118,12 @@ def cmd_verify(args) -> int:
     entries = _entries(args.names) if args.names else list(W.registry().values())
     bad = checked = 0
     for entry in entries:
-        for source, path in W.locate(entry):
-            ok, message = W.verify_file(entry, path)
+        for source, path in F.locate(entry):
+            ok, message = F.verify_file(entry, path)
             checked += 1
             bad += not ok
             print(f'{"OK " if ok else "BAD"} {entry.name} ({source}) {path}: {message}')
-        if args.names and not W.locate(entry):
+        if args.names and not F.locate(entry):
             print(f'--- {entry.name}: not found')
             bad += 1
     if not checked and not args.names:
@@ -132,7 +133,7 @@ def cmd_verify(args) -> int:
 
 def cmd_path(args) -> int:
     (entry,) = _entries([args.name])
-    found = W.locate(entry)
+    found = F.locate(entry)
     if not found:
         raise WeightsError(f'{entry.name} ({entry.file}) is not present in any search location')
     print(found[0][1])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from .. import __version__
@@ -173,15 +174,32 @@ def _map_files(sources) -> list[Path]:
     return sorted(files, key=lambda p: p.name)
 
 
-def _train(args) -> int:
+def train_device(choice: str):
+    """The torch device for ``--device``; ``cuda`` without a usable GPU is a one-line error
+    (the build has no CUDA support, or no device is visible)."""
     import torch
 
+    from ..core.errors import SynthbidsError
+
+    if choice == 'cpu' or (choice == 'auto' and not torch.cuda.is_available()):
+        return torch.device('cpu')
+    if torch.cuda.is_available():
+        return torch.device('cuda')
+    if torch.version.cuda is None and getattr(torch.version, 'hip', None) is None:
+        why = f'this PyTorch build has no CUDA support (torch {torch.__version__})'
+    else:
+        why = f'no CUDA device is available (torch {torch.__version__})'
+    raise SynthbidsError(f'--device cuda: {why}; use --device cpu or a machine with a GPU')
+
+
+def _train(args) -> int:
     from ..core.errors import SynthbidsError
     from ..synth.generator import GeneratorConfig, SynthGenerator
     from ..synth.labelmaps import label_tables, load_label_maps
     from ..train.loop import TrainConfig, train
     from ..train.tasks import HeadTask, NetConfig, SegTask, StripTask
 
+    device = train_device(args.device)  # before anything is read or written
     recipe_path = args.out / 'run.json'
     previous = json.loads(recipe_path.read_text()) if recipe_path.exists() else None
     sources = args.maps or (previous and previous['maps'])
@@ -195,13 +213,6 @@ def _train(args) -> int:
         raise SynthbidsError(f'{len(files)} maps: need more than --val-maps {args.val_maps}')
     train_files, val_files = files[: -args.val_maps or None], files[-args.val_maps :]
     set_threads(args.threads)
-    device = torch.device(
-        'cuda'
-        if args.device == 'auto' and torch.cuda.is_available()
-        else 'cpu'
-        if args.device == 'auto'
-        else args.device
-    )
     net = NetConfig(args.features, args.max_features, args.levels)
     divisor = 2**args.levels
     if any(c % divisor for c in args.crop):
@@ -228,17 +239,9 @@ def _train(args) -> int:
         'generator': vars(gconf),
         'version': __version__,
     }
+    # every TrainConfig field that is also an option (steps, lr, seed, warmup, init, ...)
     config = TrainConfig(
-        steps=args.steps,
-        lr=args.lr,
-        seed=args.seed,
-        val_every=args.val_every,
-        save_every=args.save_every,
-        val_samples=args.val_samples,
-        warmup=args.warmup,
-        workers=args.workers,
-        init=args.init,
-        freeze_bn=args.freeze_bn,
+        **{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     )
     if args.init or (previous and previous.get('init')):  # a resumed run keeps its lineage
         recipe['init'] = str(args.init or previous['init'])
@@ -257,11 +260,9 @@ def _train(args) -> int:
 def _export(args) -> int:
     import torch
 
-    from ..core.errors import WeightsError
+    from ..core.checkpoints import read_checkpoint
 
-    ckpt = torch.load(args.source, map_location='cpu', weights_only=True)
-    if 'model_state_dict' not in ckpt:
-        raise WeightsError('not an exported checkpoint (no model_state_dict)', args.source)
+    ckpt = read_checkpoint(args.source)
     state = ckpt['model_state_dict']
     if args.half:
         state = {k: v.half() for k, v in state.items()}

@@ -111,13 +111,43 @@ def read_qc(path: Path) -> list[dict]:
 
 
 def mask_volume(path: Path) -> float:
-    """Volume of a binary mask in mm^3."""
+    """Volume of a binary mask in mm^3; of its first frame for a 4-D series (dynamic PET is
+    stripped frame by frame: one mask per frame, each the brain once)."""
     import nibabel as nib
     import numpy as np
 
     img = nib.load(str(path))
     voxel = float(np.prod(img.header.get_zooms()[:3]))
-    return float(np.count_nonzero(np.asanyarray(img.dataobj))) * voxel
+    frame = img.dataobj[..., 0] if len(img.shape) > 3 else img.dataobj
+    return float(np.count_nonzero(np.asanyarray(frame))) * voxel
+
+
+def select_outputs(
+    images: list[ImageOutputs],
+    output_dir: Path,
+    participant_label: tuple[str, ...] = (),
+    session_label: tuple[str, ...] = (),
+) -> list[ImageOutputs]:
+    """The images of the given participants and sessions (images without a session are
+    kept, as at the participant level); FilterError when a label has no outputs."""
+    from ..bids.layout import FilterError
+
+    if participant_label:
+        present = {im.source.subject for im in images}
+        missing = [p for p in participant_label if p not in present]
+        if missing:
+            raise FilterError(
+                f'{output_dir}: no participant outputs for '
+                + ', '.join(f'sub-{p}' for p in missing)
+            )
+        images = [im for im in images if im.source.subject in participant_label]
+    if session_label:
+        images = [im for im in images if im.source.session in (None, *session_label)]
+        if not images:
+            raise FilterError(
+                f'{output_dir}: no outputs for session(s) {", ".join(session_label)}'
+            )
+    return images
 
 
 def _float(value) -> float | None:

@@ -7,9 +7,16 @@ from pathlib import Path
 
 from ..bids.files import write_json, write_text, write_tsv
 from ..bids.layout import NoInputError
-from ..bids.naming import KEPT_ENTITIES
+from ..bids.naming import KEPT_ENTITIES, safe_name
 from ..config import QC_THRESHOLD
-from .collect import ImageOutputs, collect_outputs, mask_volume, read_qc, read_volumes
+from .collect import (
+    ImageOutputs,
+    collect_outputs,
+    mask_volume,
+    read_qc,
+    read_volumes,
+    select_outputs,
+)
 from .reportlets import plot_strips
 from .templates import render
 
@@ -90,8 +97,12 @@ def _median(xs: list[float]) -> float:
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def run_group(output_dir: Path) -> list[Path]:
-    """Write the group tables and report; NoInputError when there is nothing to gather."""
+def run_group(
+    output_dir: Path, participant_label: tuple[str, ...] = (), session_label: tuple[str, ...] = ()
+) -> list[Path]:
+    """Write the group tables and report of the selected participants and sessions (all by
+    default); NoInputError when there is nothing to gather, FilterError when the labels
+    select nothing."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         raise NoInputError(
@@ -102,6 +113,7 @@ def run_group(output_dir: Path) -> list[Path]:
         raise NoInputError(
             f'{output_dir}: no participant outputs found (run the participant level first)'
         )
+    images = select_outputs(images, output_dir, participant_label, session_label)
     vol_cols, vol_rows, qc_cols, qc_rows = build_tables(output_dir, images)
     written = [
         write_tsv(output_dir / 'group_volumes.tsv', vol_cols, vol_rows),
@@ -117,7 +129,7 @@ def run_group(output_dir: Path) -> list[Path]:
 
 
 def _report_link(row: dict) -> str:
-    anchor = ''.join(ch if ch.isalnum() else '_' for ch in row['bids_name'])
+    anchor = safe_name(row['bids_name'])
     return f'sub-{row["sub"]}.html#{anchor}'
 
 

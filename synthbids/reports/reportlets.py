@@ -1,9 +1,11 @@
 """Pure plotting functions: SVG mosaics of an image with a mask contour or a segmentation.
 
-Files in, one SVG out, no Nipype: the interfaces call these, and tests call them directly.
-Images are shown in RAS orientation, with millimetre aspect ratios, in three rows (axial,
-coronal, sagittal) of cuts spread over the brain's bounding box; overlays on another grid
-(SynthSeg's 1 mm output) are resampled onto the image grid by nearest neighbour.
+Images in (file names or nibabel images), one SVG out, no Nipype: the interfaces call these,
+and tests call them directly. Images are shown in RAS orientation (the subject's left on the
+left, "neurological" view, marked L/R), with millimetre aspect ratios, in three rows (axial,
+coronal, sagittal) of cuts spread over the brain's bounding box, each labelled with its world
+coordinate in mm; overlays on another grid (SynthSeg's 1 mm output) are resampled onto the
+image grid by nearest neighbour. Segmentations get a colour legend of the labels shown.
 """
 
 from __future__ import annotations
@@ -17,11 +19,23 @@ from scipy import ndimage
 
 ROWS = ('axial', 'coronal', 'sagittal')
 AXIS_OF_ROW = {'axial': 2, 'coronal': 1, 'sagittal': 0}
+#: World axis named in each row's cut labels.
+COORD_OF_ROW = {'axial': 'z', 'coronal': 'y', 'sagittal': 'x'}
+#: What lies at the left and right edge of each row's cuts (canonical RAS, ``_slice``).
+SIDES_OF_ROW = {'axial': ('L', 'R'), 'coronal': ('L', 'R'), 'sagittal': ('P', 'A')}
+
+CELL_WIDTH = 1.6  # inches: one cut
+ROW_HEIGHT = 1.7  # inches: one row of cuts, its label band included
+LABEL_BAND = 0.16  # inches above each row's cuts for their labels
+TITLE_HEIGHT = 0.3
+LEGEND_ROW = 0.15  # inches per line of legend
+LEGEND_COLUMNS = 6
 
 
-def _load_canonical(path) -> nib.Nifti1Image:
-    img = nib.load(str(path))
-    if img.ndim > 3:  # first frame of a series
+def _load_canonical(image) -> nib.Nifti1Image:
+    """``image`` (a file name or a nibabel image) in RAS orientation; first frame of a series."""
+    img = image if isinstance(image, nib.spatialimages.SpatialImage) else nib.load(str(image))
+    if img.ndim > 3:
         img = img.slicer[..., 0]
     return nib.as_closest_canonical(img)
 
@@ -55,8 +69,18 @@ def cuts_in_box(mask: np.ndarray, n: int) -> dict[str, list[int]]:
     return out
 
 
+def cut_label(image: nib.Nifti1Image, row: str, index: int) -> str:
+    """The world coordinate (mm) of a cut, e.g. ``z=+12 mm``, at the centre of the slice."""
+    axis = AXIS_OF_ROW[row]
+    voxel = (np.array(image.shape[:3], dtype=float) - 1) / 2
+    voxel[axis] = index
+    world = image.affine[:3, :3] @ voxel + image.affine[:3, 3]
+    return f'{COORD_OF_ROW[row]}={world[axis]:+.0f} mm'
+
+
 def _slice(data: np.ndarray, row: str, index: int) -> np.ndarray:
-    """A 2-D slice ready for ``imshow(origin='lower')``: rows are the vertical axis."""
+    """A 2-D slice ready for ``imshow(origin='lower')``: rows are the vertical axis, and the
+    first voxel axis of RAS data runs left to right (``SIDES_OF_ROW``)."""
     axis = AXIS_OF_ROW[row]
     return np.take(data, index, axis=axis).T
 
@@ -75,25 +99,42 @@ def _window(data: np.ndarray, within: np.ndarray | None) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1)
 
 
-def _mosaic(image, n_cuts, draw, title: str | None, out_file, box_mask) -> Path:
+def _label(fig, x: float, y: float, text: str, ha: str = 'center') -> None:
+    """White text in the label band above a cut (never over the image, never clipped)."""
+    fig.text(x, y, text, color='white', fontsize=6, ha=ha, va='center')
+
+
+def _mosaic(image, n_cuts, draw, title, box_mask, legend=()):
+    """The figure of three rows of cuts; ``draw(ax, row, index)`` adds the overlay of a cut;
+    ``legend``: ``(colour, name)`` pairs drawn under the cuts."""
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     data = np.asanyarray(image.dataobj).astype(np.float32)
     zooms = image.header.get_zooms()[:3]
     cuts = cuts_in_box(box_mask, n_cuts)
     vmin, vmax = _window(data, ndimage.binary_dilation(box_mask, iterations=3))
-    fig = Figure(figsize=(1.6 * n_cuts, 1.7 * len(ROWS) + (0.3 if title else 0)))
+    legend_height = LEGEND_ROW * (-(-len(legend) // LEGEND_COLUMNS) + 0.5) if legend else 0
+    top = TITLE_HEIGHT if title else 0
+    width, height = CELL_WIDTH * n_cuts, ROW_HEIGHT * len(ROWS) + top + legend_height
+    fig = Figure(figsize=(width, height))
     FigureCanvasSVG(fig)
     fig.patch.set_facecolor('black')
-    axes = fig.subplots(len(ROWS), n_cuts, squeeze=False)
     for r, row in enumerate(ROWS):
-        for c in range(n_cuts):
-            ax = axes[r, c]
+        row_top = height - top - r * ROW_HEIGHT  # inches from the bottom
+        band = (row_top - LABEL_BAND / 2) / height
+        for c, index in enumerate(cuts[row][:n_cuts]):
+            left = c * CELL_WIDTH
+            ax = fig.add_axes(
+                (
+                    (left + 0.02) / width,
+                    (row_top - ROW_HEIGHT + 0.02) / height,
+                    (CELL_WIDTH - 0.04) / width,
+                    (ROW_HEIGHT - LABEL_BAND - 0.04) / height,
+                )
+            )
             ax.set_axis_off()
-            if c >= len(cuts[row]):
-                continue
-            index = cuts[row][c]
             ax.imshow(
                 _slice(data, row, index),
                 cmap='gray',
@@ -104,19 +145,29 @@ def _mosaic(image, n_cuts, draw, title: str | None, out_file, box_mask) -> Path:
                 interpolation='nearest',
             )
             draw(ax, row, index)
-            ax.text(
-                0.02,
-                0.02,
-                f'{row[0].upper()}={index}',
-                color='white',
-                fontsize=6,
-                transform=ax.transAxes,
-            )
+            _label(fig, (left + CELL_WIDTH / 2) / width, band, cut_label(image, row, index))
+            low, high = SIDES_OF_ROW[row]
+            _label(fig, (left + 0.06) / width, band, low, ha='left')
+            _label(fig, (left + CELL_WIDTH - 0.06) / width, band, high, ha='right')
     if title:
-        fig.suptitle(title, color='white', fontsize=9)
-    fig.subplots_adjust(
-        left=0, right=1, bottom=0, top=0.94 if title else 1, wspace=0.02, hspace=0.02
-    )
+        fig.text(0.5, 1 - top / 2 / height, title, color='white', fontsize=9, ha='center')
+    if legend:
+        fig.legend(
+            handles=[Patch(facecolor=color, edgecolor='none') for color, _ in legend],
+            labels=[name for _, name in legend],
+            loc='lower center',
+            ncol=LEGEND_COLUMNS,
+            fontsize=6,
+            labelcolor='white',
+            frameon=False,
+            handlelength=1.2,
+            columnspacing=1.2,
+            borderaxespad=0.2,
+        )
+    return fig
+
+
+def _write_svg(fig, out_file) -> Path:
     buf = io.StringIO()
     fig.savefig(buf, format='svg', facecolor='black')
     out_file = Path(out_file)
@@ -124,43 +175,79 @@ def _mosaic(image, n_cuts, draw, title: str | None, out_file, box_mask) -> Path:
     return out_file
 
 
-def plot_mask(
-    image_file, mask_file, out_file, *, n_cuts: int = 7, title: str | None = None
-) -> Path:
-    """Brain-mask contour (red) over the image."""
-    image = _load_canonical(image_file)
-    mask = _on_grid(_load_canonical(mask_file), image) > 0
+def plot_mask(image, mask, out_file, *, n_cuts: int = 7, title: str | None = None) -> Path:
+    """Brain-mask contour (red) over the image; each of ``image``, ``mask`` a file name or a
+    nibabel image."""
+    image = _load_canonical(image)
+    mask = _on_grid(_load_canonical(mask), image) > 0
 
     def draw(ax, row, index):
         section = _slice(mask, row, index).astype(float)
         if section.any() and not section.all():
             ax.contour(section, levels=[0.5], colors=['#ff3333'], linewidths=0.8, origin='lower')
 
-    return _mosaic(image, n_cuts, draw, title, out_file, mask)
+    return _write_svg(_mosaic(image, n_cuts, draw, title, mask), out_file)
+
+
+def legend_entries(values, colors: dict[int, str], names: dict[int, str]) -> list[tuple]:
+    """``(colour, name)`` per label shown, left/right pairs of one colour merged into one
+    entry without their side (``Left-Hippocampus`` + ``Right-Hippocampus``: ``Hippocampus``)."""
+    out: list[tuple[str, str]] = []
+    for value in values:
+        name = names.get(int(value), str(int(value)))
+        color = colors.get(int(value), '#ffff00')
+        for side in ('Left-', 'Right-', 'ctx-lh-', 'ctx-rh-'):
+            if name.startswith(side):
+                other = name.replace(side, _OTHER_SIDE[side], 1)
+                if any(names.get(int(v)) == other and colors.get(int(v)) == color for v in values):
+                    name = name[len(side) :]
+                break
+        if (color, name) not in out:
+            out.append((color, name))
+    return out
+
+
+def _fs_name(lut, value) -> str:
+    try:
+        return lut.fs_names([value])[0]
+    except (IndexError, KeyError):  # not a FreeSurfer label (custom weights)
+        return str(int(value))
+
+
+_OTHER_SIDE = {'Left-': 'Right-', 'Right-': 'Left-', 'ctx-lh-': 'ctx-rh-', 'ctx-rh-': 'ctx-lh-'}
 
 
 def plot_segmentation(
-    image_file,
-    dseg_file,
+    image,
+    dseg,
     out_file,
-    colors: dict[int, str],
+    colors: dict[int, str] | None = None,
     *,
     n_cuts: int = 7,
     alpha: float = 0.45,
     title: str | None = None,
+    legend: bool = True,
 ) -> Path:
-    """Segmentation labels (their lookup-table colours, semi-transparent) over the image."""
+    """Segmentation labels (their lookup-table colours, semi-transparent) over the image, with
+    a legend; each of ``image``, ``dseg`` a file name or a nibabel image. ``colors``: label
+    colours (default: FreeSurfer's, :mod:`synthbids.bids.lut`)."""
     from matplotlib.colors import ListedColormap
 
-    image = _load_canonical(image_file)
-    labels = _on_grid(_load_canonical(dseg_file), image).astype(np.int64)
+    from ..bids import lut
+
+    image = _load_canonical(image)
+    labels = _on_grid(_load_canonical(dseg), image).astype(np.int64)
     values = np.unique(labels)
     values = values[values != 0]
+    if colors is None:
+        colors = lut.colors(parc=bool((values > 1000).any()))
     index = np.zeros(int(max(values.max(), 0) + 1) if values.size else 1, dtype=np.int64)
     index[values] = np.arange(1, values.size + 1)
     compact = index[np.clip(labels, 0, None)] if values.size else np.zeros_like(labels)
     palette = ['#000000'] + [colors.get(int(v), '#ffff00') for v in values]
     cmap = ListedColormap(palette)
+    names = {int(v): _fs_name(lut, v) for v in values}
+    entries = legend_entries(values, colors, names) if legend else ()
 
     def draw(ax, row, i):
         section = _slice(compact, row, i)
@@ -176,7 +263,7 @@ def plot_segmentation(
             interpolation='nearest',
         )
 
-    return _mosaic(image, n_cuts, draw, title, out_file, labels > 0)
+    return _write_svg(_mosaic(image, n_cuts, draw, title, labels > 0, entries), out_file)
 
 
 def plot_strips(

@@ -15,6 +15,7 @@ import traceback
 from datetime import datetime
 from pathlib import Path
 
+from ..bids.citation import readable_citations
 from ..bids.files import write_text
 from ..config import QC_THRESHOLD
 from .collect import ImageOutputs, collect_outputs, mask_volume, read_qc, read_volumes
@@ -71,6 +72,7 @@ def generate_subject_report(
     if log_dir is not None and (log_dir / 'synthbids.toml').is_file():
         settings = (log_dir / 'synthbids.toml').read_text()
     citation = output_dir / 'logs' / 'CITATION.md'
+    methods = readable_citations(citation.read_text()) if citation.is_file() else ''
     context = {
         'title': f'sub-{subject}',
         'subject': subject,
@@ -81,7 +83,9 @@ def generate_subject_report(
         'version': _version(output_dir),
         'run_uuid': log_dir.name if log_dir is not None else (run_uuid or 'unknown'),
         'date': datetime.now().strftime('%Y-%m-%d %H:%M'),
-        'boilerplate': markdown(citation.read_text()) if citation.is_file() else '',
+        'boilerplate': markdown(methods) if methods else '',
+        'qc_run': any(s['qc'] for s in sections),
+        'warnings': _warnings(sections),
         'errors': _errors(log_dir, work_dir),
         'settings': settings,
     }
@@ -94,11 +98,7 @@ def _image_section(output_dir: Path, image: ImageOutputs) -> dict:
     volumes = read_volumes(output_dir / image.volumes) if image.volumes else []
     qc = read_qc(output_dir / image.qc) if image.qc else []
     n_flagged = sum(1 for r in qc if r['score'] is not None and r['score'] < QC_THRESHOLD)
-    weights = []
-    for kind in ('mask', 'dseg'):
-        meta = image.meta.get(kind, {})
-        for w in meta.get('ModelWeights', []):
-            weights.append({'model': meta.get('ModelName', ''), **w})
+    weights = _weights(image)
     settings = {}
     for kind in ('mask', 'dseg'):
         settings.update(image.meta.get(kind, {}).get('ModelSettings', {}))
@@ -126,6 +126,28 @@ def _image_section(output_dir: Path, image: ImageOutputs) -> dict:
         'settings': settings,
         'files': image.files,
     }
+
+
+def _weights(image: ImageOutputs) -> list[dict]:
+    """The ``ModelWeights`` entries of the mask and segmentation sidecars, with their model
+    (``Origin``, ``Accuracy`` and ``Warning`` come from :meth:`WeightsFile.describe`)."""
+    out = []
+    for kind in ('mask', 'dseg'):
+        meta = image.meta.get(kind, {})
+        for w in meta.get('ModelWeights', []):
+            out.append({'model': meta.get('ModelName', ''), **w})
+    return out
+
+
+def _warnings(sections: list[dict]) -> list[dict]:
+    """Each distinct warning of the weights that ran (early packaged models), once."""
+    out = []
+    for section in sections:
+        for w in section['weights']:
+            entry = {'name': w.get('Name', ''), 'text': w.get('Warning')}
+            if entry['text'] and entry not in out:
+                out.append(entry)
+    return out
 
 
 def _log_dir(output_dir: Path, subject: str, run_uuid: str | None) -> Path | None:
@@ -178,6 +200,8 @@ def markdown(text: str) -> str:
     def inline(s: str) -> str:
         s = html.escape(s, quote=False)
         s = re.sub(r'\[([^\]]+)\]\((https?://[^)\s]+)\)', r'<a href="\2">\1</a>', s)
+        s = re.sub(r'`([^`]+)`', r'<code>\1</code>', s)
+        s = re.sub(r'\*\*([^*]+)\*\*', r'<strong>\1</strong>', s)
         s = re.sub(r'\*([^*]+)\*', r'<em>\1</em>', s)
         return s
 

@@ -59,3 +59,11 @@ def write_dataset(root: Path, images=E2E_IMAGES, name='synthbids test dataset') 
 @pytest.fixture
 def bids_dataset(tmp_path) -> Path:
     return write_dataset(tmp_path / 'bids')
+
+
+@pytest.fixture
+def packaged_only(monkeypatch, tmp_path):
+    """A machine with no official weights anywhere: runs use the packaged default weights."""
+    monkeypatch.delenv('SYNTHBIDS_MODELS', raising=False)
+    monkeypatch.delenv('FREESURFER_HOME', raising=False)
+    monkeypatch.setenv('SYNTHBIDS_CACHE', str(tmp_path / 'empty-cache'))

@@ -8,14 +8,21 @@ import pytest
 import tomllib
 
 from synthbids import __version__
-from synthbids.cli.run import build_settings, get_parser, main, parse_memory
-from synthbids.config import to_toml
+from synthbids.cli.parser import get_parser
+from synthbids.cli.run import main
+from synthbids.cli.settings import build_settings, parse_memory, resolve_models
+from synthbids.config import from_toml, to_toml
 
 
 def run(argv, capsys):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def participant(bids_dataset, tmp_path, *options):
+    """A participant command line with its output in ``o`` and its work folder in ``w``."""
+    return [bids_dataset, tmp_path / 'o', 'participant', '-w', tmp_path / 'w', *options]
 
 
 def test_version_and_help(capsys):
@@ -114,18 +121,8 @@ def test_missing_default_weights_fail_with_the_weights_message(
 
 
 def test_missing_seg_weights(bids_dataset, tmp_path, tiny_strip_ckpt, capsys, no_packaged_weights):
-    code, _, err = run(
-        [
-            bids_dataset,
-            tmp_path / 'o',
-            'participant',
-            '-w',
-            tmp_path / 'w',
-            '--strip-model',
-            tiny_strip_ckpt,
-        ],
-        capsys,
-    )
+    argv = participant(bids_dataset, tmp_path, '--strip-model', tiny_strip_ckpt)
+    code, _, err = run(argv, capsys)
     assert code == 66 and 'no SynthSeg 2.0 weights found' in err and '--seg-model' in err
 
 
@@ -179,6 +176,25 @@ def test_settings_and_their_toml(bids_dataset, tmp_path, tiny_strip_ckpt):
         s.models.parc = False  # frozen
 
 
+def test_the_toml_provenance_reads_back(bids_dataset, tmp_path, tiny_strip_ckpt):
+    filters = tmp_path / 'f.json'
+    filters.write_text(json.dumps({'t1w': {'acquisition': None, 'run': '1'}}))
+    argv = participant(bids_dataset, tmp_path, '--participant-label', '01', '02', '--mem', '8G')
+    argv += ['--bids-filter-file', filters, '--strip-model', tiny_strip_ckpt, '--no-csf', '-q']
+    s = build_settings(get_parser().parse_args([str(a) for a in argv]))
+    back = from_toml(to_toml(s))
+    assert back == s  # every section, types included (paths, label tuples, None in filters)
+    assert back.execution.participant_label == ('01', '02') and back.execution.verbose == -1
+    assert (
+        from_toml(
+            '[models]\nparc = true\nsome_future_key = 1\n[execution]\n'
+            'bids_dir = "/b"\noutput_dir = "/o"\nanalysis_level = "group"\n'
+            'work_dir = "/w"\nrun_uuid = "x"\n'
+        ).models.parc
+        is True
+    )
+
+
 def test_memory_units():
     assert parse_memory('16G') == 16 and parse_memory('16gb') == 16
     assert parse_memory('16000M') == 16 and parse_memory('16000') == 16
@@ -208,20 +224,8 @@ def test_gpu_without_cuda_fails_before_running(bids_dataset, tmp_path, tiny_stri
 
     if torch.cuda.is_available():
         pytest.skip('a CUDA device is available here')
-    code, _, err = run(
-        [
-            bids_dataset,
-            tmp_path / 'o',
-            'participant',
-            '-w',
-            tmp_path / 'w',
-            '--strip-model',
-            tiny_strip_ckpt,
-            '--no-seg',
-            '--gpu',
-        ],
-        capsys,
-    )
+    argv = participant(bids_dataset, tmp_path, '--strip-model', tiny_strip_ckpt, '--no-seg')
+    code, _, err = run([*argv, '--gpu'], capsys)
     assert code == 1 and '--gpu was given but no CUDA device is available' in err
     assert not (tmp_path / 'w').exists()
 
@@ -230,17 +234,14 @@ def test_seg_model_folder_must_hold_the_official_file(
     bids_dataset, tmp_path, tiny_strip_ckpt, capsys
 ):
     (tmp_path / 'models').mkdir()
-    argv = [
+    argv = participant(
         bids_dataset,
-        tmp_path / 'o',
-        'participant',
-        '-w',
-        tmp_path / 'w',
+        tmp_path,
         '--strip-model',
         tiny_strip_ckpt,
         '--seg-model',
         tmp_path / 'models',
-    ]
+    )
     code, _, err = run(argv, capsys)
     assert code == 66 and 'models/synthseg_2.0.h5: no such model file' in err
     code, _, err = run([*argv, '--robust'], capsys)
@@ -254,7 +255,6 @@ def test_default_qc_is_skipped_with_a_warning_when_no_qc_network_is_found(
     participant level segments without QC scores instead of failing."""
     import shutil
 
-    from synthbids.cli.run import resolve_models
     from synthbids.config import ModelSettings
 
     models = tmp_path / 'models'
@@ -262,7 +262,92 @@ def test_default_qc_is_skipped_with_a_warning_when_no_qc_network_is_found(
     shutil.copy(tiny_seg_h5, models / tiny_seg_h5.name)  # the 2.0 network only
     monkeypatch.setenv('SYNTHBIDS_MODELS', str(models))
     settings = ModelSettings(strip_model=tiny_strip_ckpt, qc=True)
-    resolved, names = resolve_models(settings)
+    resolved, weights = resolve_models(settings)
     assert resolved.qc is False and resolved.segment
     assert 'no SynthSeg QC weights found' in caplog.text and '--no-qc' in caplog.text
-    assert 'sha256' in names['seg']  # the segmentation itself still runs
+    assert weights.seg.path == models / tiny_seg_h5.name  # the segmentation itself still runs
+    assert weights.seg.source == 'environment' and weights.companions == ()
+
+
+def test_boilerplate_only_writes_the_methods_and_runs_nothing(
+    bids_dataset, tmp_path, capsys, packaged_only
+):
+    """fMRIPrep-style wrappers' options are accepted; --fs-license-file and --notrack say
+    once why they are ignored; the methods text names the packaged weights as what they are."""
+    argv = participant(bids_dataset, tmp_path, '--boilerplate-only', '--notrack')
+    argv += ['--fs-license-file', tmp_path / 'license.txt', '--stop-on-first-crash']
+    code, out, err = run([*argv, '--clean-workdir'], capsys)
+    assert code == 0, err
+    assert out.count('needs no FreeSurfer licence') == 1 and out.count('no telemetry') == 1
+    assert 'synthbids-seg: an early model' in err  # said whenever these weights are chosen
+    written = sorted(p.relative_to(tmp_path / 'o').as_posix() for p in (tmp_path / 'o').rglob('*'))
+    assert written == [
+        '.bidsignore',
+        'dataset_description.json',
+        'desc-aseg_dseg.tsv',
+        'descriptions.tsv',
+        'logs',
+        'logs/CITATION.bib',
+        'logs/CITATION.md',
+    ]
+    assert not (tmp_path / 'w').exists()
+    methods = (tmp_path / 'o/logs/CITATION.md').read_text()
+    assert 'SynthSeg 2.0' not in methods and 'trained and packaged by synthbids' in methods
+    assert '**Warning:** these weights are an early model' in methods
+
+    code, out, err = run([*argv, '-q'], capsys)
+    assert (code, out) == (0, '') and 'early model' in err  # -q: warnings and errors only
+
+
+def test_stop_on_first_crash_reaches_nipype(tmp_path):
+    """Two failing nodes: without the option both run (two crash files), with it Nipype stops
+    at the first."""
+    from nipype.interfaces import utility as niu
+    from nipype.pipeline import engine as pe
+
+    from synthbids.cli.workflow import execute
+    from synthbids.config import ExecutionSettings, NipypeSettings, Settings
+
+    def fail():
+        raise ValueError('boom')
+
+    crashes = []
+    for stop in (False, True):
+        workflow = pe.Workflow(name='wf', base_dir=str(tmp_path / f'work{stop}'))
+        for name in ('a', 'b'):
+            node = niu.Function(function=fail, input_names=[], output_names=['out'])
+            workflow.add_nodes([pe.Node(node, name=name)])
+        execution = ExecutionSettings(
+            bids_dir=tmp_path,
+            output_dir=tmp_path / f'out{stop}',
+            analysis_level='participant',
+            work_dir=tmp_path / f'work{stop}',
+            run_uuid='RUN',
+        )
+        nipype = NipypeSettings(plugin='Linear', stop_on_first_crash=stop)
+        assert execute(workflow, Settings(execution=execution, nipype=nipype)) == 1
+        crashes.append(len(list((tmp_path / f'out{stop}/logs/RUN').glob('crash-*'))))
+    assert crashes == [2, 1]
+
+
+def test_clean_workdir_removes_only_what_synthbids_put_there(tmp_path):
+    from synthbids.cli.workflow import clean_workdir
+
+    work = tmp_path / 'w'
+    (work / 'synthbids_wf' / 'node').mkdir(parents=True)
+    (work / '.nipype').mkdir()
+    assert clean_workdir(work) == [work / 'synthbids_wf', work / '.nipype', work]
+    (work / 'synthbids_wf').mkdir(parents=True)
+    (work / 'notes.txt').write_text('mine')
+    clean_workdir(work)
+    assert sorted(p.name for p in work.iterdir()) == ['notes.txt']
+
+
+def test_usage_documents_every_option():
+    """docs/usage.md has a row for every option of the parser."""
+    from tests.conftest import REPO
+
+    doc = (REPO / 'docs' / 'usage.md').read_text()
+    options = [a.option_strings for a in get_parser()._actions if a.option_strings]
+    missing = [o[-1] for o in options if o[-1] != '--help' and not any(f'`{s}' in doc for s in o)]
+    assert missing == []

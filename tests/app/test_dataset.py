@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
-from synthbids.bids.citation import bibtex, boilerplate, write_citation
-from synthbids.bids.dataset import dataset_description, write_dataset_files
+from synthbids.bids.citation import bibtex, boilerplate, readable_citations, write_citation
+from synthbids.bids.dataset import DESCRIPTIONS, dataset_description, write_dataset_files
 from synthbids.config import ModelSettings
+from tests.conftest import REPO
+
+EXPECTED = REPO / 'tests' / 'data' / 'expected_outputs.txt'
 
 
 def test_description_names_the_container_and_the_source(tmp_path):
@@ -67,16 +72,86 @@ def test_dataset_files(tmp_path):
     assert not list((tmp_path / 'out').glob('.*.partial'))
 
 
+def official(name):
+    from synthbids.core.weights import WeightsFile, official_entries
+
+    entry = official_entries()[name]
+    return WeightsFile(name, Path('/m') / entry.file, entry.sha256, 'cache', True, entry)
+
+
+def packaged(kind):
+    from synthbids.core.weights import packaged_entries, packaged_path, resolve
+
+    entry = next(e for e in packaged_entries().values() if e.kind == kind)
+    return resolve(kind, explicit=packaged_path(entry))
+
+
 def test_boilerplate_describes_what_ran(tmp_path):
-    text = boilerplate('1.2', ModelSettings(segment=False, no_csf=True, border=2), 'ss', '')
+    strip = official('synthstrip-nocsf')
+    text = boilerplate('1.2', ModelSettings(segment=False, no_csf=True, border=2), strip)
     assert 'excluding extra-cerebral cerebrospinal fluid' in text and 'at 2 mm' in text
     assert '[@synthseg]' not in text and 'Billot' not in text
     assert 'Hoopes' in text and 'CC0' in text
-    text = boilerplate('1.2', ModelSettings(robust=True, parc=True, qc=False), 'ss', 'sg')
+    assert 'with SynthStrip [@synthstrip]' in text
+    assert 'weights published by its authors were used (synthstrip-nocsf: `synthstrip.nocsf.1.pt`'
+    models = ModelSettings(robust=True, parc=True, qc=False)
+    text = boilerplate('1.2', models, official('synthstrip'), official('synthseg-robust-2.0'))
     assert (
         'robust version' in text and 'Desikan-Killiany' in text and 'quality-control' not in text
     )
-    assert text.count('- [synthseg_robust]') == 1 and '(weights: sg)' in text
+    assert text.count('- [synthseg_robust]') == 1 and 'with SynthSeg 2.0 [@synthseg]' in text
+    assert '(synthseg-robust-2.0: `synthseg_robust_2.0.h5`, SHA-256 ' in text
     paths = write_citation(tmp_path, text)
     assert [p.name for p in paths] == ['CITATION.md', 'CITATION.bib']
     assert '@article{synthstrip,' in bibtex() and bibtex().count('@article') == 5
+
+
+def test_boilerplate_names_packaged_weights_as_what_they_are():
+    """The packaged networks are synthbids' own: never called "SynthSeg 2.0"; their model
+    card's accuracy and the early model's warning are in the methods text."""
+    text = boilerplate('1.2', ModelSettings(qc=False), packaged('strip'), packaged('seg'))
+    assert 'SynthSeg 2.0' not in text and 'with SynthStrip [' not in text
+    assert 'with the SynthSeg network [@synthseg]' in text
+    assert text.count('default weights trained and packaged by synthbids') == 2
+    assert 'reports Dice 0.912 against' in text and 'reports mean Dice 0.54 on held-out' in text
+    assert '**Warning:** these weights are an early model' in text
+    assert text.count('**Warning:**') == 1  # the SynthStrip weights have no warning
+
+
+def test_readable_citations():
+    text = readable_citations('Nipype [@nipype; @pybids] and [@synthseg].\n\n- [nipype] Gorg')
+    assert text == (
+        'Nipype (Gorgolewski et al., 2011; Yarkoni et al., 2019) and (Billot et al., 2023a).'
+        '\n\n- (Gorgolewski et al., 2011) Gorg'
+    )
+
+
+def test_descriptions_list_every_desc_label_of_the_outputs(tmp_path):
+    """``descriptions.tsv`` names every ``desc-`` label a run writes (the end-to-end list)."""
+    used = set(re.findall(r'_desc-([a-zA-Z0-9]+)_', EXPECTED.read_text())) | {'aparcaseg'}
+    write_dataset_files(tmp_path, version='1', bids_dir=tmp_path, raw_description={})
+    rows = (tmp_path / 'descriptions.tsv').read_text().splitlines()
+    assert rows[0] == 'desc_id\tdescription'
+    assert {r.split('\t')[0] for r in rows[1:]} == used == set(DESCRIPTIONS)
+
+
+def test_outputs_documentation_uses_the_real_names():
+    """Every derivative name pattern of docs/outputs.md matches a file the end-to-end run
+    writes (``<seg>`` standing for aseg/aparcaseg, ``<suffix>`` for a contrast)."""
+    doc = (REPO / 'docs' / 'outputs.md').read_text()
+    expected = EXPECTED.read_text().split()
+    patterns = set(re.findall(r'`(_(?:[a-z]+-[^_`\s]+_)+[a-zA-Z<>]+(?:\.[a-z.]+)?)`', doc))
+    assert len(patterns) >= 4 and '_seg-' not in doc
+    for pattern in patterns:
+        regex = re.escape(pattern).replace('<seg>', 'a(?:parc)?seg')
+        regex = regex.replace('<suffix>', '[A-Za-z0-9]+') + ('$' if '.' in pattern else r'\.')
+        assert any(re.search(regex, name) for name in expected), pattern
+
+
+def test_readme_asks_users_for_nothing_in_shared():
+    """``../shared`` (golden vectors) is the developers' business: docs/development.md."""
+    assert '../shared' not in (REPO / 'README.md').read_text()
+    assert (
+        '../shared/golden/synthseg/synthseg2_random.h5'
+        in (REPO / 'docs' / 'development.md').read_text()
+    )

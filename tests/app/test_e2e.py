@@ -122,7 +122,10 @@ def check_outputs(out: Path) -> None:
         'bids:raw:sub-01/anat/sub-01_T2w.nii.gz',
         'bids::sub-01/anat/sub-01_space-T2w_desc-brain_mask.nii.gz',
     ]
-    assert side['ModelName'] == 'SynthStrip' and len(side['ModelWeights'][0]['SHA256']) == 64
+    assert (
+        side['ModelName'].startswith('SynthStrip') and len(side['ModelWeights'][0]['SHA256']) == 64
+    )
+    assert side['ModelWeights'][0]['Source'] == 'argument'  # --strip-model
     assert (
         json.loads((out / 'sub-01/anat/sub-01_desc-brain_mask.json').read_text())['Type']
         == 'Brain'
@@ -210,10 +213,11 @@ def test_failed_node_is_reported_and_other_images_finish(tmp_path, tiny_strip_ck
             '--nprocs',
             '2',
             '--skip-bids-validation',
+            '--clean-workdir',
         ]
     )
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 1 and (work / 'synthbids_wf').is_dir()  # kept: the run failed
     assert 'some processing steps failed' in err
     assert (out / 'sub-01/anat/sub-01_desc-brain_mask.nii.gz').is_file()
     assert not list(out.rglob('*space-T2w*'))
@@ -226,3 +230,36 @@ def test_failed_node_is_reported_and_other_images_finish(tmp_path, tiny_strip_ck
     report = (out / 'sub-01.html').read_text()
     assert 'No errors to report!' not in report and '1 failed step(s)' in report
     assert re.search(r'InputError: \S+sub-01_T2w.nii.gz: ', report)
+
+
+def test_default_weights_are_named_as_what_they_are(tmp_path, capsys, packaged_only):
+    """A run on the packaged default weights: the sidecars record them as packaged (not as an
+    argument the user never passed), with the early model's warning; the report and the
+    methods text never call the network plain "SynthSeg 2.0" and show the warning; with
+    --clean-workdir the work folder is gone after the successful run."""
+    import json
+
+    from tests.app.conftest import write_dataset
+
+    bids = write_dataset(tmp_path / 'bids', images=('sub-01/anat/sub-01_T1w.nii.gz',))
+    out, work = tmp_path / 'out', tmp_path / 'work'
+    argv = [str(bids), str(out), 'participant', '-w', str(work), '--nprocs', '2', '--no-qc']
+    assert main([*argv, '--clean-workdir']) == 0, capsys.readouterr().err
+    assert 'synthbids-seg: an early model' in capsys.readouterr().err
+    assert not work.exists()
+
+    mask = json.loads((out / 'sub-01/anat/sub-01_desc-brain_mask.json').read_text())
+    dseg = json.loads((out / 'sub-01/anat/sub-01_desc-aseg_dseg.json').read_text())
+    for meta in (mask, dseg):
+        (weights,) = meta['ModelWeights']
+        assert weights['Source'] == 'packaged' and 'trained' in weights['Origin']
+    assert 'Warning' not in mask['ModelWeights'][0]
+    assert dseg['ModelWeights'][0]['Warning'].startswith('an early model')
+    assert dseg['ModelName'] != 'SynthSeg 2.0' and 'synthbids' in dseg['ModelName']
+
+    methods = (out / 'logs/CITATION.md').read_text()
+    report = browser.dump_dom(out / 'sub-01.html')
+    for text in (methods, report):
+        assert not re.search(r'SynthSeg 2\.0(?! network, weights trained by synthbids)', text)
+        assert 'early model' in text
+    assert report.count('<div class="warning"') == 2

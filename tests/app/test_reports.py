@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 from synthbids.bids.files import write_tsv
+from synthbids.reports.collect import mask_volume
 from synthbids.reports.group import robust_z, run_group
 from synthbids.reports.reportlets import cuts_in_box, plot_mask, plot_segmentation, plot_strips
 from synthbids.reports.subject import generate_reports, markdown
@@ -187,3 +189,166 @@ def test_robust_z():
     z = robust_z([10, 11, 9, 10, 50, None])
     assert z[-1] is None and z[4] > 3.5 and abs(z[0]) < 1
     assert robust_z([1, None]) == [None, None]
+
+
+def test_cuts_are_marked_left_right_and_in_mm(tmp_path):
+    """An image stored left-to-right (LAS) with a bright blob in the subject's right
+    hemisphere (world x > 0): the blob is drawn on the side marked R, and cuts are labelled
+    with world coordinates in mm, not voxel indices."""
+    from synthbids.reports.reportlets import SIDES_OF_ROW, _load_canonical, _slice, cut_label
+
+    data = np.zeros((20, 20, 20), np.int16)
+    data[2:8, 4:16, 4:16] = 100  # voxel i = 2..7 of a flipped x axis: world x = 12..17 mm
+    affine = np.diag([-1.0, 1.0, 2.0, 1.0])
+    affine[:3, 3] = [19, -10, -20]
+    image = nib.Nifti1Image(data, affine)
+    canonical = _load_canonical(image)
+    for row in ('axial', 'coronal'):
+        section = _slice(np.asanyarray(canonical.dataobj), row, 10)
+        columns = np.flatnonzero(section.any(axis=0))
+        assert columns.min() > section.shape[1] / 2 and SIDES_OF_ROW[row] == ('L', 'R')
+    assert cut_label(canonical, 'axial', 13) == 'z=+6 mm'  # -20 + 2 * 13
+    assert cut_label(canonical, 'sagittal', 0) == 'x=+0 mm'  # the flipped axis: 19 - 19
+
+    mask = nib.Nifti1Image((data > 0).astype(np.uint8), affine)
+    svg = plot_mask(image, mask, tmp_path / 'm.svg', n_cuts=3).read_text()  # nibabel images
+    labels = re.findall(r'<!-- (.+?) -->', svg)
+    assert labels.count('L') == labels.count('R') == 6 and labels.count('A') == 3
+    assert [t for t in labels if t.startswith('z=')] == ['z=-6 mm', 'z=+0 mm', 'z=+4 mm']
+    assert not [t for t in labels if re.fullmatch(r'[ACS]=\d+', t)]  # no voxel indices
+
+
+def test_segmentation_mosaic_has_a_legend(tmp_path):
+    image = nib.Nifti1Image(head(shape=(30, 30, 30)), np.eye(4))
+    seg = np.zeros((30, 30, 30), np.int16)
+    seg[5:15, 5:25, 5:25], seg[15:25, 5:25, 5:25] = 17, 53  # left and right hippocampus
+    seg[12:18, 12:18, 12:18] = 2
+    svg = plot_segmentation(image, nib.Nifti1Image(seg, np.eye(4)), tmp_path / 's.svg')
+    labels = re.findall(r'<!-- (.+?) -->', svg.read_text())
+    assert 'Hippocampus' in labels and 'Left-Cerebral-White-Matter' in labels
+    assert not {'Left-Hippocampus', 'Right-Hippocampus'} & set(labels)  # one colour, one entry
+    assert '#dcd814' in svg.read_text()  # FreeSurfer's hippocampus colour, from the LUT
+
+
+def test_a_4d_mask_counts_one_frame(tmp_path):
+    """Dynamic PET is stripped frame by frame: each frame's mask is the brain once."""
+    frame = np.zeros((10, 10, 10), np.uint8)
+    frame[2:7, 2:7, 2:7] = 1
+    nib.Nifti1Image(frame, np.eye(4) * 2).to_filename(tmp_path / 'm3.nii.gz')
+    series = np.stack([frame, frame], axis=-1)
+    nib.Nifti1Image(series, np.diag([2, 2, 2, 1.0])).to_filename(tmp_path / 'm4.nii.gz')
+    assert mask_volume(tmp_path / 'm4.nii.gz') == mask_volume(tmp_path / 'm3.nii.gz') == 1000
+
+
+def copy_participant(out, old, new):
+    """Another participant with ``old``'s outputs (names and sidecar sources renamed)."""
+    for path in sorted((out / f'sub-{old}').rglob('*')):
+        if path.is_file():
+            dest = out / path.relative_to(out).as_posix().replace(f'sub-{old}', f'sub-{new}')
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if path.suffix in ('.json', '.tsv'):
+                dest.write_text(path.read_text().replace(f'sub-{old}', f'sub-{new}'))
+            else:
+                dest.write_bytes(path.read_bytes())
+
+
+def test_group_level_honours_the_participant_label(outputs, tmp_path, capsys):
+    from synthbids.cli.run import main
+
+    copy_participant(outputs, '01', '02')
+    copy_participant(outputs, '01', '03')
+    argv = [str(tmp_path / 'bids'), str(outputs), 'group']
+    assert main([*argv, '--participant-label', 'sub-02', '03']) == 0
+    rows = (outputs / 'group_volumes.tsv').read_text().splitlines()[1:]
+    assert [r.split('\t')[0] for r in rows] == ['sub-02_T1w', 'sub-03_T1w']
+    assert 'sub-01' not in (outputs / 'group.html').read_text()
+    assert main([*argv, '--participant-label', '07']) == 18
+    assert 'no participant outputs for sub-07' in capsys.readouterr().err
+    assert main(argv) == 0 and len((outputs / 'group_qc.tsv').read_text().splitlines()) == 4
+
+
+def test_group_level_is_quiet_with_q(outputs, tmp_path, capsys):
+    from synthbids.cli.run import main
+
+    argv = [str(tmp_path / 'bids'), str(outputs), 'group']
+    assert main(argv) == 0 and 'wrote ' in capsys.readouterr().out
+    assert main([*argv, '-q']) == 0 and capsys.readouterr().out == ''
+    assert main([*argv, '-q', '-v']) == 64
+    assert 'not allowed with argument' in capsys.readouterr().err
+
+
+def packaged_weights(kind):
+    """The weights packaged with synthbids for ``kind``, resolved as a run resolves them."""
+    from synthbids.core import weights
+
+    entry = next(e for e in weights.packaged_entries().values() if e.kind == kind)
+    return weights.resolve(kind, explicit=weights.packaged_path(entry))
+
+
+def packaged_sidecar(kind):
+    """Sidecar metadata of the weights packaged with synthbids, as the interfaces write it."""
+    from synthbids.core.weights import model_name
+
+    found = packaged_weights(kind)
+    return {'ModelName': model_name(kind, found), 'ModelWeights': [found.describe()]}
+
+
+def test_report_names_the_weights_and_warns_about_an_early_model(outputs):
+    """Packaged SynthSeg weights: the report says they are synthbids' own (not "SynthSeg
+    2.0"), with their measured accuracy, and shows their warning where it is seen."""
+    anat = outputs / 'sub-01/anat'
+    src = {'Sources': ['bids:raw:sub-01/anat/sub-01_T1w.nii.gz']}
+    nib.Nifti1Image(np.ones((4, 4, 4), np.int16), np.eye(4)).to_filename(
+        anat / 'sub-01_desc-aseg_dseg.nii.gz'
+    )
+    (anat / 'sub-01_desc-aseg_dseg.json').write_text(
+        json.dumps({**src, **packaged_sidecar('seg')})
+    )
+    mask_meta = json.loads((anat / 'sub-01_desc-brain_mask.json').read_text())
+    (anat / 'sub-01_desc-brain_mask.json').write_text(
+        json.dumps({**mask_meta, **packaged_sidecar('strip')})
+    )
+    generate_reports(outputs, ['01'])
+    html = (outputs / 'sub-01.html').read_text()
+    assert html.count('<div class="warning"') == 2  # the summary and the image's weights
+    assert 'Warning: synthbids-seg</strong> is an early model' in html
+    assert 'default weights trained and packaged by synthbids' in html
+    assert 'mean Dice 0.54 on held-out synthetic heads' in html  # the model card's accuracy
+    assert '>SynthSeg 2.0<' not in html and 'weights trained by synthbids' in html
+
+
+def test_report_says_qc_was_not_run_and_renders_citations(outputs):
+    from synthbids.bids.citation import boilerplate, write_citation
+    from synthbids.config import ModelSettings
+
+    for qc in (outputs / 'sub-01/anat').glob('*_qc.*'):
+        qc.unlink()
+    methods = boilerplate('1', ModelSettings(segment=False), packaged_weights('strip'))
+    write_citation(outputs, methods)
+    generate_reports(outputs, ['01'])
+    html = (outputs / 'sub-01.html').read_text()
+    assert 'QC not run' in html and '>none</span>' not in html.split('QC flags')[1][:200]
+    assert '[@' not in html and '(Gorgolewski et al., 2011)' in html
+    assert '(Hoopes et al., 2022) Hoopes A, Mora JS' in html  # the reference list
+
+
+def test_mosaic_labels_are_neither_clipped_nor_over_the_cuts():
+    """Every label (cut coordinates, L/R, title) and the legend lie inside the figure and
+    outside every cut, even for narrow cuts of an anisotropic image."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from synthbids.reports.reportlets import _load_canonical, _mosaic
+
+    image = _load_canonical(nib.Nifti1Image(head(shape=(12, 60, 40)), np.diag([3, 1, 1, 1.0])))
+    legend = [('#ff0000', 'Left-Cerebral-White-Matter')] * 9
+    fig = _mosaic(image, 7, lambda ax, row, i: None, 'sub-01_T1w', image.get_fdata() > 50, legend)
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    frame = fig.bbox.padded(0.5)
+    cuts = [ax.get_window_extent(renderer) for ax in fig.axes]
+    labels = [t.get_window_extent(renderer) for t in fig.texts]
+    labels += [legend.get_window_extent(renderer) for legend in fig.legends]
+    assert len(labels) == 3 * len(cuts) + 2 and len(cuts) >= 18
+    for box in labels:
+        assert frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+        assert not any(box.overlaps(cut) for cut in cuts)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from synthbids.bids.layout import collect_images
-from synthbids.config import ModelSettings
+from synthbids.config import ExecutionSettings, ModelSettings, NipypeSettings, Settings
 from synthbids.workflows.anatomical import init_anat_wf
 from synthbids.workflows.base import init_single_subject_wf, init_synthbids_wf
 from tests.app.conftest import write_dataset
@@ -28,20 +28,25 @@ def models(**kwargs):
     return ModelSettings(strip_model=MODELS['strip.pt'], seg_model=MODELS['seg.h5'], **kwargs)
 
 
+def settings(tmp_path, run_uuid='RUN', gpu=False, omp_nthreads=1, **options):
+    execution = ExecutionSettings(
+        bids_dir=tmp_path / 'bids',
+        output_dir=tmp_path / 'out',
+        analysis_level='participant',
+        work_dir=tmp_path / 'work',
+        run_uuid=run_uuid,
+    )
+    nipype = NipypeSettings(omp_nthreads=omp_nthreads, gpu=gpu)
+    return Settings(execution=execution, models=models(**options), nipype=nipype)
+
+
 def nodes_of(wf):
     """Nodes of the flattened graph (as Nipype runs it) by full name, without the top."""
     return {n.fullname.split('.', 1)[1]: n for n in wf._create_flat_graph().nodes()}
 
 
 def test_one_workflow_per_participant_and_image(subjects, tmp_path):
-    wf = init_synthbids_wf(
-        subjects=subjects,
-        output_dir=tmp_path / 'out',
-        work_dir=tmp_path / 'work',
-        models=models(),
-        run_uuid='RUN',
-        omp_nthreads=3,
-    )
+    wf = init_synthbids_wf(subjects=subjects, settings=settings(tmp_path, omp_nthreads=3))
     assert wf.name == 'synthbids_wf' and wf.base_dir == str(tmp_path / 'work')
     names = nodes_of(wf)
     strips = sorted(k for k in names if k.endswith('skullstrip_wf.strip'))
@@ -65,14 +70,7 @@ def test_one_workflow_per_participant_and_image(subjects, tmp_path):
 
 def test_node_names_and_hashes_do_not_depend_on_the_run(subjects, tmp_path):
     def build(run_uuid, gpu):
-        wf = init_synthbids_wf(
-            subjects=subjects,
-            output_dir=tmp_path,
-            work_dir=tmp_path,
-            models=models(),
-            run_uuid=run_uuid,
-            use_gpu=gpu,
-        )
+        wf = init_synthbids_wf(subjects=subjects, settings=settings(tmp_path, run_uuid, gpu))
         return nodes_of(wf)
 
     a, b = build('A', False), build('B', True)
@@ -111,9 +109,13 @@ def test_4d_images_are_stripped_but_not_segmented(tmp_path):
     pet = root / 'sub-01/pet/sub-01_trc-FDG_pet.nii.gz'
     nib.Nifti1Image(np.ones((8, 8, 8, 3), np.float32), np.eye(4)).to_filename(pet)
     images = collect_images(root)['01']
-    wf = init_single_subject_wf(subject='01', images=images, output_dir=tmp_path, models=models())
+    wf = init_single_subject_wf(subject='01', images=images, settings=settings(tmp_path))
     leaves = {k.rsplit('.', 1)[-1] for k in nodes_of(wf)}
     assert 'strip' in leaves and 'seg' not in leaves
+    with pytest.raises(TypeError, match='segment_4d'):  # no knob: 4-D is never segmented
+        init_single_subject_wf(
+            subject='01', images=images, settings=settings(tmp_path), segment_4d=True
+        )
 
 
 def test_strip_model_must_be_resolved(subjects, tmp_path):
