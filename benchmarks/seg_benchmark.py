@@ -27,11 +27,12 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from measure import bench_cache, measure
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -52,8 +53,9 @@ def full_size_weights(folder: Path) -> Path:
     import torch
 
     from synthbids.core import labels as L
+    from synthbids.core.qc_net import QCNet
     from synthbids.core.seg_keras import write_keras_h5
-    from synthbids.core.seg_nets import QCNet, SegUNet
+    from synthbids.core.seg_nets import SegUNet
 
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -84,23 +86,6 @@ def full_size_weights(folder: Path) -> Path:
     return folder
 
 
-def measure(cmd: list[str], env: dict) -> dict:
-    """Wall seconds, CPU seconds and peak RSS (GB) of one process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f'failed: {" ".join(cmd)}\n{err}')
-    return {
-        'wall_s': round(wall, 2),
-        'cpu_s': round(usage.ru_utime + usage.ru_stime, 2),
-        'peak_rss_gb': round(usage.ru_maxrss / 1024**2, 3),
-    }
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--image', type=Path, default=CH2)
@@ -108,13 +93,7 @@ def main(argv=None) -> int:
     p.add_argument('--repeats', type=int, default=1)
     p.add_argument('--cases', nargs='+', choices=sorted(CASES), default=list(CASES))
     p.add_argument('--reference', metavar='COMMAND', help='reference command template')
-    p.add_argument(
-        '--weights',
-        type=Path,
-        default=Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache'))
-        / 'synthbids-bench'
-        / 'synthseg-full-size',
-    )
+    p.add_argument('--weights', type=Path, default=bench_cache('synthseg-full-size'))
     p.add_argument('--out', type=Path, default=HERE / 'results')
     args = p.parse_args(argv)
     for f in (args.image, GOLDEN):

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from measure import bench_cache, measure
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CH2 = Path('/usr/share/mricron/templates/ch2.nii.gz')
@@ -41,19 +43,6 @@ def reference_env(path: Path) -> Path:
     subprocess.run([*pip, 'torch==2.13.0'], check=True)
     subprocess.run([*pip, 'nipreps-synthstrip==0.0.1'], check=True)
     return exe
-
-
-def measure(cmd: list[str], env: dict) -> tuple[float, float]:
-    """(wall seconds, peak RSS in GB) of one process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f'failed: {" ".join(cmd)}\n{err}')
-    return wall, usage.ru_maxrss / 1024**2
 
 
 def stages(image: Path, model: Path, threads: int, out: Path) -> dict[str, float]:
@@ -81,7 +70,8 @@ def stages(image: Path, model: Path, threads: int, out: Path) -> dict[str, float
     lap('conform + normalise')
     sdt = strip.predict_sdt(m, conf)
     lap('network')
-    sdt = resample_to(masks.extend_sdt(sdt, 1.0), conf.grid, Grid(vol.shape, vol.affine), 100.0)
+    sdt = masks.extend_sdt(sdt, 1.0, m.settings.voxsize, m.settings.band)
+    sdt = resample_to(sdt, conf.grid, Grid(vol.shape, vol.affine), 100.0)
     mask = strip.mask_from_sdt(sdt, 1.0)
     lap('back to input grid + mask')
     stripped = vol.data.copy()
@@ -99,13 +89,7 @@ def main(argv=None) -> int:
     p.add_argument('--model', type=Path, default=GOLDEN)
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--repeats', type=int, default=3)
-    p.add_argument(
-        '--reference-env',
-        type=Path,
-        default=Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache'))
-        / 'synthbids-bench'
-        / 'nipreps-synthstrip',
-    )
+    p.add_argument('--reference-env', type=Path, default=bench_cache('nipreps-synthstrip'))
     p.add_argument('--out', type=Path, default=HERE / 'results')
     args = p.parse_args(argv)
     for f in (args.image, args.model):
@@ -148,9 +132,12 @@ def main(argv=None) -> int:
         }
         for r in range(args.repeats):
             for name, cmd in cmds.items():
-                wall, rss = measure(cmd, env)
-                runs[name].append({'wall_s': round(wall, 2), 'peak_rss_gb': round(rss, 3)})
-                print(f'run {r + 1} {name:10s} {wall:6.1f} s {rss:5.2f} GB', flush=True)
+                m = measure(cmd, env)
+                runs[name].append(m)
+                print(
+                    f'run {r + 1} {name:10s} {m["wall_s"]:6.1f} s {m["peak_rss_gb"]:5.2f} GB',
+                    flush=True,
+                )
         breakdown = stages(args.image, args.model, args.threads, tmp)
 
         import nibabel as nib

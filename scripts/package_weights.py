@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from synthbids.core.checkpoints import read_checkpoint
 from synthbids.train.cards import model_card
 
 WEIGHTS = Path(__file__).resolve().parents[1] / 'synthbids' / 'data' / 'weights'
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
     p.add_argument('--half', action='store_true', help='store float16 tensors')
     p.add_argument('--description', default='')
     p.add_argument('--warning', default='', help='logged whenever the weights are used')
+    p.add_argument('--accuracy', default='', help='one line: what the model card measured')
     args = p.parse_args(argv)
 
     file = args.file or args.name.replace('-', '_') + args.source.suffix
@@ -44,7 +46,7 @@ def main(argv=None) -> int:
     if args.source.suffix == '.h5':  # SynthSeg layout: copied as is
         shutil.copyfile(args.source, dest)
     else:
-        ckpt = torch.load(args.source, map_location='cpu', weights_only=True)
+        ckpt = read_checkpoint(args.source)
         state = ckpt['model_state_dict']
         if args.half:
             state = {k: v.half() for k, v in state.items()}
@@ -67,8 +69,9 @@ def main(argv=None) -> int:
         'card': card.name,
         'description': args.description or f'synthbids-trained {args.kind} weights',
     }
-    if args.warning:
-        index[args.name]['warning'] = args.warning
+    for key in ('warning', 'accuracy'):
+        if getattr(args, key):
+            index[args.name][key] = getattr(args, key)
     index_path.write_text(json.dumps(index, indent=1) + '\n')
     print(f'{dest} ({dest.stat().st_size / 1e6:.2f} MB, sha256 {sha}); card {card}')
     return 0

@@ -36,6 +36,21 @@ from .spatial import (
     source_coordinates,
 )
 
+#: Per tissue type: the range of CT values (Hounsfield units) and of relative PET uptake.
+TISSUE_RANGES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    'background': ((-1010, -950), (0.0, 0.02)),
+    'gm': ((34, 46), (0.8, 1.0)),
+    'wm': ((20, 32), (0.2, 0.45)),
+    'deep_gm': ((30, 42), (0.6, 1.0)),
+    'csf': ((0, 15), (0.0, 0.1)),
+    'bone': ((400, 1800), (0.02, 0.1)),
+    'skin': ((20, 60), (0.05, 0.2)),
+    'soft': ((20, 60), (0.05, 0.25)),
+    'fat': ((-120, -60), (0.02, 0.1)),
+    'eye': ((5, 25), (0.1, 0.3)),
+    'vessel': ((30, 70), (0.2, 0.6)),
+}
+
 
 @dataclass
 class GeneratorConfig:
@@ -249,27 +264,15 @@ class SynthGenerator:
         scale = 1 + jitter * self._u(gen, -1.0, 1.0, n=means.shape)
         return means[first[tissue_of_class]] * scale, stds[first[tissue_of_class]]
 
-    def _tissue_values(self, gen, table: dict[str, tuple[float, float]]) -> torch.Tensor:
-        values = torch.stack([self._u(gen, *table[name]) for name in TISSUE_TYPES])
-        return values
+    def _tissue_values(self, gen, column: int, **override) -> torch.Tensor:
+        """One random value per tissue type (TISSUE_TYPES order) from column ``column`` of
+        :data:`TISSUE_RANGES` (0: CT, 1: PET), ``override`` replacing some ranges."""
+        ranges = {**{t: r[column] for t, r in TISSUE_RANGES.items()}, **override}
+        return torch.stack([self._u(gen, *ranges[name]) for name in TISSUE_TYPES])
 
     def _ct(self, gen, labels) -> torch.Tensor:
-        hu = {
-            'background': (-1010, -950),
-            'gm': (34, 46),
-            'wm': (20, 32),
-            'deep_gm': (30, 42),
-            'csf': (0, 15),
-            'bone': (400, 1800),
-            'skin': (20, 60),
-            'soft': (20, 60),
-            'fat': (-120, -60),
-            'eye': (5, 25),
-            'vessel': (30, 70),
-        }
-        if self._p(gen, 0.3):  # contrast-enhanced vessels
-            hu['vessel'] = (120, 300)
-        values = self._tissue_values(gen, hu)
+        enhanced = {'vessel': (120, 300)} if self._p(gen, 0.3) else {}  # contrast agent
+        values = self._tissue_values(gen, 0, **enhanced)
         tissue = self._tissue[labels]
         image = values[tissue] + self._u(gen, 2, 15) * torch.randn(
             labels.shape, generator=gen, device=self.device
@@ -279,20 +282,7 @@ class SynthGenerator:
         return ((image.clamp(lo, hi) - lo) / (hi - lo)).clamp(0, 1)
 
     def _pet(self, gen, labels) -> torch.Tensor:
-        uptake = {
-            'background': (0.0, 0.02),
-            'gm': (0.8, 1.0),
-            'wm': (0.2, 0.45),
-            'deep_gm': (0.6, 1.0),
-            'csf': (0.0, 0.1),
-            'bone': (0.02, 0.1),
-            'skin': (0.05, 0.2),
-            'soft': (0.05, 0.25),
-            'fat': (0.02, 0.1),
-            'eye': (0.1, 0.3),
-            'vessel': (0.2, 0.6),
-        }
-        values = self._tissue_values(gen, uptake)
+        values = self._tissue_values(gen, 1)
         image = values[self._tissue[labels]]
         image = image * (1 + 0.2 * torch.randn(labels.shape, generator=gen, device=self.device))
         return image.clamp_min(0) / image.max().clamp_min(1e-6)

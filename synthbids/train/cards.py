@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
+from ..core.checkpoints import read_checkpoint
 
 GOALS = {
     'strip': 'Dice >= 0.97 against the true brain mask on real heads of every contrast',
@@ -47,7 +47,7 @@ def _read(weights: Path):
 
         arrays = [a for layer in read_keras_weights(weights).values() for a in layer.values()]
         return read_keras_meta(weights), sum(a.size for a in arrays), str(arrays[0].dtype)
-    ckpt = torch.load(weights, map_location='cpu', weights_only=True)
+    ckpt = read_checkpoint(weights)
     tensors = list(ckpt['model_state_dict'].values())
     dtype = str(tensors[0].dtype).replace('torch.', '')
     return ckpt.get('synthbids', {}), sum(t.numel() for t in tensors), dtype

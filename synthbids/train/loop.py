@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.checkpoints import read_checkpoint
 from ..synth.generator import SynthGenerator
 from .tasks import Task, brain_weight
 
@@ -153,20 +154,16 @@ def export(task: Task, net, path: Path, step: int, recipe: dict, metrics: dict) 
 def init_weights(path: Path, device) -> dict:
     """The network weights of exported ``.pt`` weights or of another run's ``state.pt``
     (the only form for seg runs, whose exported weights are Keras ``.h5`` in RAS layout)."""
+    from ..core.checkpoints import CheckpointError, network_weights
     from ..core.errors import WeightsError
 
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # an .h5 file, a truncated file, ...
+        return network_weights(path, map_location=device)
+    except CheckpointError as err:  # an .h5 file, a truncated file, ...
         raise WeightsError(
-            f'cannot start from it ({type(err).__name__}); give exported .pt weights or a '
-            "run's state.pt",
+            f"cannot start from it: {err.problem}; give exported .pt weights or a run's state.pt",
             path,
         ) from None
-    for key in ('model_state_dict', 'net'):
-        if isinstance(ckpt, dict) and key in ckpt:
-            return ckpt[key]
-    raise WeightsError('neither exported weights nor a state.pt (no network weights)', path)
 
 
 def train(
@@ -191,7 +188,7 @@ def train(
         net.load_state_dict(init_weights(config.init, device))
         log.info('initialised from %s', config.init)
     if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        state = read_checkpoint(state_path, full_state=True, map_location=device)
         net.load_state_dict(state['net'])
         opt.load_state_dict(state['optimizer'])
         step, best = state['step'], state['best']

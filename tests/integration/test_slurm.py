@@ -207,6 +207,21 @@ def _time(stamp: str) -> float:
     return time.mktime(time.strptime(stamp, '%Y-%m-%dT%H:%M:%S'))
 
 
+def submit(env: dict, cwd: Path, mem: str) -> tuple[str, str]:
+    """Run scripts/slurm/submit.sh (one CPU per task); returns (array job id, group job id)."""
+    submitted = subprocess.run(
+        ['bash', str(SCRIPTS / 'submit.sh'), '--cpus-per-task=1', mem],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    array_id, group_id = submitted.stdout.split()
+    return array_id, group_id
+
+
 def test_job_array_then_group(slurm, shared_inputs, tmp_path):
     """scripts/slurm/submit.sh: three array tasks (one per participants.tsv row), then the group
     level once they all succeeded; the outputs are those of the e2e test, file for file."""
@@ -222,16 +237,7 @@ def test_job_array_then_group(slurm, shared_inputs, tmp_path):
         f'--seg-model {shared_inputs["seg"]} --posteriors --fast',
     }
     start = time.monotonic()
-    submitted = subprocess.run(
-        ['bash', str(SCRIPTS / 'submit.sh'), '--cpus-per-task=1', '--mem=1G'],
-        env=env,
-        cwd=logs,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert submitted.returncode == 0, submitted.stderr
-    array_id, group_id = submitted.stdout.split()
+    array_id, group_id = submit(env, logs, '--mem=1G')
     jobs = slurm.wait(array_id, group_id, timeout=900)
     took = time.monotonic() - start
     print(f'\nSLURM array (3 participants) + group: {took:.1f} s', file=sys.stderr)
@@ -270,16 +276,7 @@ def test_bad_row_fails_the_task_and_skips_the_group(slurm, shared_inputs, tmp_pa
         'OUT_DIR': str(tmp_path / 'out'),
         'SYNTHBIDS': '/bin/true',  # the participant command itself is not under test here
     }
-    submitted = subprocess.run(
-        ['bash', str(SCRIPTS / 'submit.sh'), '--cpus-per-task=1', '--mem=100M'],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert submitted.returncode == 0, submitted.stderr
-    array_id, group_id = submitted.stdout.split()
+    array_id, group_id = submit(env, tmp_path, '--mem=100M')
     jobs = slurm.wait(array_id, group_id, timeout=300)
     states = {j.get('ArrayTaskId') or 'group': (j['JobState'], j['ExitCode']) for j in jobs}
     assert states['1'] == ('COMPLETED', '0:0')

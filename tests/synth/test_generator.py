@@ -9,8 +9,6 @@ import torch
 from synthbids.synth.generator import GeneratorConfig, SynthGenerator, gaussian_blur
 from synthbids.synth.labelmaps import (
     GENERATION_LABELS,
-    LEFT,
-    RIGHT,
     SEG_LABELS_V2,
     LabelMap,
     label_tables,
@@ -70,23 +68,63 @@ def test_shapes_ranges_and_label_preservation(generator):
     assert kinds == {'mri', 'ct', 'pet'}
 
 
-def test_intensities_follow_the_labels(generator):
-    """Within one MRI sample, voxels of one class share a distribution distinct from others."""
-    gen = torch.Generator().manual_seed(3)
-    while True:
+def mri_samples(generator, n: int, seed: int = 3):
+    """The first ``n`` MRI-like samples with a full field of view."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    while len(out) < n:
         s = generator.sample(gen)
-        if (
-            s.info['kind'] == 'mri'
-            and s.info['resolution_mm'] == [1.0, 1.0, 1.0]
-            and bool(s.valid.all())
-        ):
-            break
-    img, lab = s.image[0, 0], s.indices
-    wm = img[lab == IDX[2]]
-    csf = img[lab == IDX[24]]
-    assert wm.numel() > 100 and csf.numel() > 100
-    spread = torch.cat([wm, csf]).std()
-    assert wm.std() < spread or csf.std() < spread  # classes are not one blob
+        if s.info['kind'] == 'mri' and bool(s.valid.all()):
+            out.append(s)
+    return out
+
+
+def test_intensities_change_exactly_where_the_classes_change():
+    """Without within-class noise, bias, gamma, blur or noise, an MRI sample is a lookup of
+    the labels: one intensity per label, shared by the labels of one Gaussian class, and a
+    different one for every other class (short of those clipped together at the top)."""
+    cfg = GeneratorConfig(
+        crop=(32, 32, 32),
+        ct=0,
+        pet=0,
+        std_range=(0, 0),
+        background_zero=1,  # the dark-background draws have their own spread
+        bias=0,
+        gamma_std=0,
+        noise=0,
+        resolution_keep=1,
+        flip=0,
+        **NO_WARP,
+    )
+    classes = label_tables().gaussian_class
+    for s in mri_samples(SynthGenerator([toy_map()], cfg), 4):
+        img, lab = s.image[0, 0], s.indices
+        value = {}
+        for v in lab.unique().tolist():
+            inside = img[lab == v].unique()
+            assert inside.numel() == 1, f'label {GENERATION_LABELS[v]}: {inside.numel()} values'
+            value[v] = float(inside)
+        by_class = {}
+        for v, x in value.items():
+            by_class.setdefault(int(classes[v]), set()).add(x)
+        assert all(len(xs) == 1 for xs in by_class.values())  # a class has one intensity
+        below_top = [x for (x,) in by_class.values() if x < 1]
+        assert len(set(below_top)) == len(below_top) and len(by_class) >= 4
+
+
+def test_intensities_follow_the_labels():
+    """With every random effect on (within-class spread, bias field, gamma, resolution,
+    noise), the labels still explain most of an MRI sample's intensity variance: voxels of one
+    label vary much less than the image. A generator that ignored the labels would leave the
+    within-label variance at the image's (ratio 1)."""
+    generator = SynthGenerator([toy_map()], GeneratorConfig(crop=(32, 32, 32), ct=0, pet=0))
+    ratios = []
+    for s in mri_samples(generator, 8):
+        img, lab = s.image[0, 0].double(), s.indices
+        within = sum(((img[lab == v] - img[lab == v].mean()) ** 2).sum() for v in lab.unique())
+        ratios.append(float(within / ((img - img.mean()) ** 2).sum()))
+    # measured: median 0.35, from 0.14 to 0.72
+    assert np.median(ratios) < 0.6 and max(ratios) < 0.9
 
 
 def test_flip_swaps_left_and_right_labels():
@@ -105,10 +143,30 @@ def test_resolution_blur_and_lr_tables():
     y = gaussian_blur(x, [2.0, 0.0, 0.0])
     assert y.sum().item() == pytest.approx(1.0, abs=1e-5)
     assert y[0, 0, :, 10, 10].argmax() == 10 and y[0, 0, 10, :, 10].count_nonzero() == 1
-    tables = label_tables()
-    for a, b in zip(LEFT, RIGHT):
-        assert tables.flip[IDX[a]] == IDX[b] and tables.flip[IDX[b]] == IDX[a]
-    assert len(set(tables.gaussian_class)) == 48  # 54 labels, 6 shared pairs
+    assert len(set(label_tables().gaussian_class)) == 48  # 54 labels, 6 shared pairs
+
+
+def test_flip_table_swaps_hemispheres_and_nothing_else():
+    """The generator's flip table, checked against facts it is not built from: flipping
+    twice is the identity; a flipped label keeps its tissue, brain membership, head class and
+    kind of intensity class; and its SynthSeg target is the mirror of the original's by
+    FreeSurfer's names ('Left-X' <-> 'Right-X')."""
+    from synthbids.core import labels as L
+    from tests.core.test_seg_labels import mirror_by_name
+
+    t = label_tables()
+    n = len(GENERATION_LABELS)
+    assert sorted(t.flip) == list(range(n)) and (t.flip[t.flip] == np.arange(n)).all()
+    for table in (t.tissue, t.brain, t.brain_no_csf, t.head):
+        assert (table[t.flip] == table).all()
+    shared = np.bincount(t.gaussian_class)[t.gaussian_class] > 1
+    assert (shared[t.flip] == shared).all()
+    mirror = mirror_by_name(L.SEG_LABELS_V2)
+    seg = np.asarray(SEG_LABELS_V2)[t.seg]
+    assert [mirror[v] for v in seg] == seg[t.flip].tolist()
+    # every side-less label stays, the 36 lateral ones move
+    assert int((t.flip != np.arange(n)).sum()) == 36
+    assert t.flip[IDX[16]] == IDX[16] and t.flip[IDX[24]] == IDX[24]
 
 
 def test_targets():

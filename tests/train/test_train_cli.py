@@ -239,3 +239,65 @@ def test_resuming_keeps_the_recorded_recipe(maps, tmp_path, capsys):
     assert (out / 'history.tsv').read_text() == before
     assert main(['head', '--out', str(out), '--steps', '3']) != 0
     assert 'this run trains strip, not head' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ('cuda_build', 'message'),
+    [
+        (None, '--device cuda: this PyTorch build has no CUDA support (torch '),
+        ('12.8', '--device cuda: no CUDA device is available (torch '),
+    ],
+)
+def test_device_cuda_without_cuda_is_one_clear_line(
+    maps, tmp_path, capsys, monkeypatch, cuda_build, message
+):
+    """--device cuda on a CPU-only PyTorch build (or with no GPU) stops before any work with
+    one line saying why, not an "unexpected AssertionError" from deep inside torch."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(torch.version, 'cuda', cuda_build)
+    monkeypatch.setattr(torch.version, 'hip', None, raising=False)
+    out = tmp_path / 'run'
+    assert main([*args(maps, out, 1), '--device', 'cuda']) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'synthbids-train: error: {message}{torch.__version__}')
+    assert err.count('\n') == 1 and 'unexpected' not in err and '--device cpu' in err
+    assert not out.exists()  # checked before anything is read or written
+
+
+def test_head_task_trains_exports_and_resumes(maps, tmp_path):
+    """``synthbids-train head``: a few steps of the 7-tissue network write the run folder
+    (state, history with every tissue's validation Dice, best/last weights that the strip
+    loader reads), and a resumed run ends where an uninterrupted one does."""
+    from synthbids.core.checkpoints import read_checkpoint
+    from synthbids.synth.labelmaps import HEAD_CLASSES
+
+    def head(out, steps):
+        return ['head', *args(maps, out, steps)[1:]]
+
+    assert main(head(tmp_path / 'a', 4)) == 0
+    assert main(head(tmp_path / 'b', 2)) == 0
+    assert {'state.pt', 'history.tsv', 'best.pt', 'last.pt', 'run.json'} <= {
+        p.name for p in (tmp_path / 'b').iterdir()
+    }
+    before = read_checkpoint(tmp_path / 'b' / 'state.pt', full_state=True)
+    assert before['step'] == 2
+    assert main(head(tmp_path / 'b', 4)) == 0  # resume the same run to step 4
+    state = read_checkpoint(tmp_path / 'b' / 'state.pt', full_state=True)
+    assert state['step'] == 4  # and the loss trained the network:
+    assert any(not torch.equal(v, state['net'][k]) for k, v in before['net'].items())
+    rows = [line.split('\t') for line in (tmp_path / 'b' / 'history.tsv').read_text().splitlines()]
+    assert [int(r[0]) for r in rows[1:] if r[1] == 'loss'] == [1, 2, 3, 4]
+    kinds = {r[1] for r in rows[1:]}
+    assert {'val_dice', *(f'val_dice_{n}' for n in HEAD_CLASSES[1:])} <= kinds
+    a = read_checkpoint(tmp_path / 'a' / 'last.pt')
+    b = read_checkpoint(tmp_path / 'b' / 'last.pt')
+    for key, value in a['model_state_dict'].items():
+        torch.testing.assert_close(value, b['model_state_dict'][key])
+    best = read_checkpoint(tmp_path / 'b' / 'best.pt')
+    meta = best['synthbids']
+    assert meta['task'] == 'head' and meta['classes'] == list(HEAD_CLASSES)
+    assert 0 <= meta['validation']['dice'] <= 1 and meta['iterations'] in (2, 4)
+    # one output channel per tissue, loadable as a SynthStrip-layout network
+    model = load_strip_model(tmp_path / 'b' / 'best.pt')
+    x = torch.zeros(1, 1, 16, 16, 16)
+    assert model.net(x).shape == (1, len(HEAD_CLASSES), 16, 16, 16)
