@@ -152,16 +152,25 @@ def export(task: Task, net, path: Path, step: int, recipe: dict, metrics: dict) 
 
 
 def init_weights(path: Path, device) -> dict:
-    """The network weights of exported ``.pt`` weights or of another run's ``state.pt``
-    (the only form for seg runs, whose exported weights are Keras ``.h5`` in RAS layout)."""
-    from ..core.checkpoints import CheckpointError, network_weights
+    """The network weights of exported ``.pt`` weights, of another run's ``state.pt``, or of
+    exported seg weights (Keras ``.h5`` in RAS layout, brought back to the training layout:
+    the packaged seg weights can seed the next run)."""
+    from ..core.checkpoints import HDF5_MAGIC, CheckpointError, network_weights
     from ..core.errors import WeightsError
 
+    with open(path, 'rb') as fh:
+        if fh.read(8).startswith(HDF5_MAGIC):
+            from ..core.seg_keras import build_unet, read_keras_weights
+            from .tasks import lia_network
+
+            net = lia_network(build_unet(read_keras_weights(path), 'unet_', path))
+            return {k: v.to(device) for k, v in net.state_dict().items()}
     try:
         return network_weights(path, map_location=device)
     except CheckpointError as err:  # an .h5 file, a truncated file, ...
         raise WeightsError(
-            f"cannot start from it: {err.problem}; give exported .pt weights or a run's state.pt",
+            f'cannot start from it: {err.problem}; give exported weights (.pt, seg .h5) or '
+            "a run's state.pt",
             path,
         ) from None
 

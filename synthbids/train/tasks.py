@@ -310,6 +310,24 @@ def ras_network(net: torch.nn.Module) -> torch.nn.Module:
     return out
 
 
+def ras_to_lia(t: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`lia_to_ras` (last three dims)."""
+    return t.flip(-1).transpose(-2, -1).flip(-3)
+
+
+def lia_network(net: torch.nn.Module) -> torch.nn.Module:
+    """The inverse of :func:`ras_network`: exported (RAS) seg weights in the training layout,
+    so that a packaged ``.h5`` can seed a new run."""
+    import copy
+
+    out = copy.deepcopy(net)
+    with torch.no_grad():
+        for m in out.modules():
+            if isinstance(m, torch.nn.Conv3d) and m.kernel_size != (1, 1, 1):
+                m.weight.copy_(ras_to_lia(m.weight).contiguous())
+    return out
+
+
 def brain_weight(sample: Sample) -> torch.Tensor:
     return sample.valid[None].float()
 

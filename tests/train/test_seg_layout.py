@@ -37,3 +37,22 @@ def test_exported_network_on_ras_input_equals_trained_network_on_lia_input():
     # and it is not the identity: the untransformed network gives something else
     with torch.no_grad():
         assert not torch.allclose(net(lia_to_ras(x).contiguous()), expected, atol=1e-3)
+
+
+def test_exported_h5_seeds_a_new_run_in_the_training_layout(tmp_path):
+    """The packaged seg weights (RAS .h5) can start the next run: --init brings them back to
+    the LIA layout the generator trains in, exactly."""
+    from synthbids.core.seg_keras import write_keras_h5
+    from synthbids.train.loop import init_weights
+
+    torch.manual_seed(1)
+    task = SegTask(name='seg', tables=label_tables(), voxsize=3, net_config=NetConfig(4, 8, 2))
+    net = task.make_net().eval()
+    for bn in [*net.bn_down, *net.bn_up]:
+        bn.running_mean.uniform_(-0.5, 0.5)
+    path = write_keras_h5(ras_network(net), tmp_path / 'best.h5')
+    state = init_weights(path, 'cpu')
+    fresh = task.make_net()
+    fresh.load_state_dict(state)
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[key], value, rtol=0, atol=1e-7, msg=key)
