@@ -134,9 +134,13 @@ def _csv_path(value: str) -> Path:
     return Path(value if value.endswith('.csv') else value + '.csv')
 
 
+#: File name suffix of each per-image output written into a folder.
+_SUFFIX = {'--o': 'synthseg', '--post': 'posteriors', '--resample': 'resampled'}
+
+
 def plan_outputs(args) -> Plan:
     """``mri_synthseg``'s rules for matching outputs to inputs (module docstring)."""
-    from ..core.errors import InputError, UsageError
+    from ..core.errors import UsageError
 
     if not args.i:
         raise UsageError('please give an input image, folder or list with --i')
@@ -145,87 +149,81 @@ def plan_outputs(args) -> Plan:
     source = Path(args.i)
     image_outputs = {'--o': args.o, '--post': args.post, '--resample': args.resample}
     if source.name.endswith('.txt'):
-        inputs = _read_list(source, 'input')
-        if not inputs:
-            raise InputError(source, 'the list of inputs is empty')
-
-        def listed(option, value):
-            if value is None:
-                return [None] * len(inputs)
-            if not value.endswith('.txt'):
-                raise UsageError(f'{option} must be a .txt list of paths when --i is one')
-            paths = _read_list(Path(value), f'{option} output')
-            if len(paths) != len(inputs):
-                raise UsageError(
-                    f'{option} lists {len(paths)} paths for {len(inputs)} inputs ({value})'
-                )
-            return paths
-
-        outs = {k: listed(k, v) for k, v in image_outputs.items()}
-        return Plan(
-            inputs,
-            outs['--o'],
-            outs['--post'],
-            outs['--resample'],
-            listed('--vol', args.vol),
-            listed('--qc', args.qc),
-            shared_tables=False,
-        )
+        return _plan_from_list(source, image_outputs, args)
     for option, value in {**image_outputs, '--vol': args.vol, '--qc': args.qc}.items():
         if value is not None and value.endswith('.txt'):
             raise UsageError(f'{option} can only be a .txt list when --i is one')
-    vol = _csv_path(args.vol) if args.vol else None
-    qc = _csv_path(args.qc) if args.qc else None
-    if not _is_image(source.name):
-        if source.is_file():
-            raise InputError(
-                source, 'unsupported file type: expected an image, a folder or a .txt list'
-            )
-        if not source.is_dir():
-            raise InputError(source, 'no such file or folder')
-        inputs = sorted(p for p in source.iterdir() if p.is_file() and _is_image(p.name))
-        if not inputs:
-            raise InputError(source, 'no .nii, .nii.gz, .mgz or .mgh image in this folder')
-        folders, outs = [], {}
-        for option, value in image_outputs.items():
-            if value is None:
-                outs[option] = [None] * len(inputs)
-                continue
-            if _is_image(value):
-                raise UsageError(f'{option} must be a folder when --i is a folder')
-            folder = Path(value)
-            folders.append(folder)
-            suffix = {'--o': 'synthseg', '--post': 'posteriors', '--resample': 'resampled'}
-            outs[option] = [folder / _suffixed(src, suffix[option]) for src in inputs]
-        return Plan(
-            inputs,
-            outs['--o'],
-            outs['--post'],
-            outs['--resample'],
-            [vol] * len(inputs),
-            [qc] * len(inputs),
-            shared_tables=True,
-            folders=folders,
-        )
+    inputs = [source] if _is_image(source.name) else _images_in(source)
     folders, outs = [], {}
     for option, value in image_outputs.items():
         if value is None:
-            outs[option] = [None]
+            outs[option] = [None] * len(inputs)
         elif _is_image(value):
+            if len(inputs) > 1 or not _is_image(source.name):
+                raise UsageError(f'{option} must be a folder when --i is a folder')
             outs[option] = [Path(value)]
         else:
-            suffix = {'--o': 'synthseg', '--post': 'posteriors', '--resample': 'resampled'}
             folders.append(Path(value))
-            outs[option] = [Path(value) / _suffixed(source, suffix[option])]
+            outs[option] = [Path(value) / _suffixed(src, _SUFFIX[option]) for src in inputs]
+    vol = _csv_path(args.vol) if args.vol else None
+    qc = _csv_path(args.qc) if args.qc else None
     return Plan(
-        [source],
+        inputs,
         outs['--o'],
         outs['--post'],
         outs['--resample'],
-        [vol],
-        [qc],
+        [vol] * len(inputs),
+        [qc] * len(inputs),
         shared_tables=True,
         folders=folders,
+    )
+
+
+def _images_in(source: Path) -> list[Path]:
+    """The images of an input folder, sorted (``--i`` is neither an image nor a list)."""
+    from ..core.errors import InputError
+
+    if source.is_file():
+        raise InputError(
+            source, 'unsupported file type: expected an image, a folder or a .txt list'
+        )
+    if not source.is_dir():
+        raise InputError(source, 'no such file or folder')
+    inputs = sorted(p for p in source.iterdir() if p.is_file() and _is_image(p.name))
+    if not inputs:
+        raise InputError(source, 'no .nii, .nii.gz, .mgz or .mgh image in this folder')
+    return inputs
+
+
+def _plan_from_list(source: Path, image_outputs: dict, args) -> Plan:
+    """``--i`` is a text file of images: every output option is a text file of as many."""
+    from ..core.errors import InputError, UsageError
+
+    inputs = _read_list(source, 'input')
+    if not inputs:
+        raise InputError(source, 'the list of inputs is empty')
+
+    def listed(option, value):
+        if value is None:
+            return [None] * len(inputs)
+        if not value.endswith('.txt'):
+            raise UsageError(f'{option} must be a .txt list of paths when --i is one')
+        paths = _read_list(Path(value), f'{option} output')
+        if len(paths) != len(inputs):
+            raise UsageError(
+                f'{option} lists {len(paths)} paths for {len(inputs)} inputs ({value})'
+            )
+        return paths
+
+    outs = {k: listed(k, v) for k, v in image_outputs.items()}
+    return Plan(
+        inputs,
+        outs['--o'],
+        outs['--post'],
+        outs['--resample'],
+        listed('--vol', args.vol),
+        listed('--qc', args.qc),
+        shared_tables=False,
     )
 
 

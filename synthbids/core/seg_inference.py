@@ -68,71 +68,81 @@ def _argmax_of(net: SegUNet, x: torch.Tensor, model: SegModel | None = None) -> 
 def run_networks(model: SegModel, image: np.ndarray, fast: bool) -> _Raw:
     """Segmentation network(s) on the padded input (X, Y, Z): TTA, fast or robust (module
     docstring), with ``mri_synthseg``'s choice of outputs for the parcellation and QC."""
-    shape = image.shape
-    image = torch.from_numpy(image)[None, None].to(model.device)
-    n = len(model.labels)
-    post = np.empty((n, *shape), dtype=np.float32)
-    need_parc, need_qc = model.parc is not None, model.qc is not None
+    x = torch.from_numpy(image)[None, None].to(model.device)
+    post = np.empty((len(model.labels), *image.shape), dtype=np.float32)
+    if model.robust:
+        _robust(model, x, post)
+    elif fast:
+        return _fast(model, x, post)
+    else:
+        _flip_averaged(model, x, post)
+    index = argmax_channels(post) if model.parc is not None or model.qc is not None else None
+    return _Raw(post, index, index)
 
+
+def _writer(post: np.ndarray):
     def write(a, b, probs):
         channels_first(probs, post[:, a:b])
 
-    if model.robust:
-        groups = model.unet.n_labels
-        stage1 = _argmax_of(model.unet, image, model)
-        stage2 = _argmax_of(model.denoiser, _one_hot(stage1, groups).to(model.device), model)
-        del stage1
-        x2 = torch.cat([image, _one_hot(stage2, groups).to(model.device)], dim=1)
-        del stage2
-        model.predict(model.unet2, x2, write)
-        del x2
-        index = argmax_channels(post) if need_parc or need_qc else None
-        return _Raw(post, index, index)
-    if fast:
-        # mri_synthseg's quirks: with --parc or --qc its segmentation output is the unblurred
-        # softmax; the parcellation input comes from the blurred one, the QC input from the
-        # unblurred one only when --parc is also on
-        unblurred_post = need_parc or need_qc
-        blurred_index = torch.empty(shape, dtype=torch.uint8)
-        raw_index = torch.empty(shape, dtype=torch.uint8)
+    return write
 
-        def blurred_sink(a, b, probs):
-            if not unblurred_post:
-                write(a, b, probs)
-            if need_parc or need_qc:
-                blurred_index[a:b] = probs[0].argmax(dim=0).to(torch.uint8).cpu()
 
-        def raw_sink(a, b, probs):
-            if unblurred_post:
-                write(a, b, probs)
-            if need_parc and need_qc:
-                raw_index[a:b] = probs[0].argmax(dim=0).to(torch.uint8).cpu()
+def _robust(model: SegModel, x: torch.Tensor, post: np.ndarray) -> None:
+    """Stage 1 -> denoiser -> stage 2 (on the image and the denoised labels)."""
+    groups = model.unet.n_labels
+    stage1 = _argmax_of(model.unet, x, model)
+    stage2 = _argmax_of(model.denoiser, _one_hot(stage1, groups).to(model.device), model)
+    del stage1
+    x2 = torch.cat([x, _one_hot(stage2, groups).to(model.device)], dim=1)
+    del stage2
+    model.predict(model.unet2, x2, _writer(post))
 
-        model.predict(model.unet, image, blurred_sink, smooth=True, raw_sink=raw_sink)
-        parc_index = blurred_index.numpy() if need_parc else None
-        qc_index = None
-        if need_qc:
-            qc_index = raw_index.numpy() if need_parc else blurred_index.numpy()
-        return _Raw(post, parc_index, qc_index)
 
-    depth = image.shape[2]
-    flip = model.flip_indices
+def _fast(model: SegModel, x: torch.Tensor, post: np.ndarray) -> _Raw:
+    """One pass, no flip. ``mri_synthseg``'s quirks: with --parc or --qc its segmentation
+    output is the unblurred softmax; the parcellation input comes from the blurred one, the
+    QC input from the unblurred one only when --parc is also on."""
+    need_parc, need_qc = model.parc is not None, model.qc is not None
+    unblurred_post = need_parc or need_qc
+    write = _writer(post)
+    blurred_index = torch.empty(post.shape[1:], dtype=torch.uint8)
+    raw_index = torch.empty(post.shape[1:], dtype=torch.uint8)
 
-    def first(a, b, probs):
-        channels_first(probs, post[:, a:b])
+    def blurred_sink(a, b, probs):
+        if not unblurred_post:
+            write(a, b, probs)
+        if need_parc or need_qc:
+            blurred_index[a:b] = probs[0].argmax(dim=0).to(torch.uint8).cpu()
+
+    def raw_sink(a, b, probs):
+        if unblurred_post:
+            write(a, b, probs)
+        if need_parc and need_qc:
+            raw_index[a:b] = probs[0].argmax(dim=0).to(torch.uint8).cpu()
+
+    model.predict(model.unet, x, blurred_sink, smooth=True, raw_sink=raw_sink)
+    parc_index = blurred_index.numpy() if need_parc else None
+    qc_index = None
+    if need_qc:
+        qc_index = raw_index.numpy() if need_parc else blurred_index.numpy()
+    return _Raw(post, parc_index, qc_index)
+
+
+def _flip_averaged(model: SegModel, x: torch.Tensor, post: np.ndarray) -> None:
+    """Test-time augmentation: the mean of the blurred posteriors of the image and of its
+    left-right flip (mirrored back, left and right channels swapped)."""
+    depth, flip = x.shape[2], model.flip_indices
 
     def second(a, b, probs):
         # final = 0.5 * (first + mirrored), as the reference computes it
         mirrored = channels_first(probs)
-        for c in range(n):
+        for c in range(len(flip)):
             dst = post[c, depth - b : depth - a]
             np.add(dst, mirrored[flip[c], ::-1], out=dst)
             np.multiply(dst, np.float32(0.5), out=dst)
 
-    model.predict(model.unet, image, first, smooth=True)
-    model.predict(model.unet, image.flip(2), second, smooth=True)
-    index = argmax_channels(post) if need_parc or need_qc else None
-    return _Raw(post, index, index)
+    model.predict(model.unet, x, _writer(post), smooth=True)
+    model.predict(model.unet, x.flip(2), second, smooth=True)
 
 
 def run_qc(model: SegModel, index: np.ndarray) -> np.ndarray:
