@@ -21,7 +21,9 @@ def build_workflow(settings, subjects):
 
 
 def execute(workflow, settings) -> int:
-    """Run the graph; returns the number of failures (0 when everything ran)."""
+    """Run the graph; returns the number of failures (0 when everything ran).
+
+    Raises :class:`~synthbids.cli.supervise.WorkerDied` (exit 1) when a worker process dies."""
     ex = settings.execution
     restore = _configure_nipype_logging(ex.verbose, ex.work_dir)
     workflow.config['execution'] = {
@@ -33,12 +35,26 @@ def execute(workflow, settings) -> int:
     if settings.nipype.plugin.upper().startswith('SLURM'):
         ensure_logname()  # Nipype's SLURM plugins name jobs after $LOGNAME
     try:
-        workflow.run(plugin=settings.nipype.plugin, plugin_args=settings.nipype.plugin_args)
+        workflow.run(plugin=make_plugin(settings), plugin_args=settings.nipype.plugin_args)
     except RuntimeError:  # Nipype: "Workflow did not execute cleanly" (details logged)
         return 1
     finally:
         restore()
     return 0
+
+
+def make_plugin(settings):
+    """The plugin to run the graph with: MultiProc (the default, or asked for by name) runs
+    under :class:`~synthbids.cli.supervise.SupervisedMultiProcPlugin` (a killed worker ends
+    the run with one line, no worker outlives the main process); other plugins by name."""
+    from .supervise import SUPERVISED_PLUGINS, SupervisedMultiProcPlugin
+
+    if settings.nipype.plugin in SUPERVISED_PLUGINS:
+        return SupervisedMultiProcPlugin(
+            plugin_args=dict(settings.nipype.plugin_args),
+            notes_dir=settings.execution.work_dir / NIPYPE_CONFIG_FOLDER / 'workers',
+        )
+    return settings.nipype.plugin
 
 
 def ensure_logname() -> str:
