@@ -5,6 +5,13 @@ It names a file after the raw image it derives from (entities kept, ``space-``/`
 derivatives dataset atomically and writes its JSON sidecar with ``Sources`` as BIDS URIs.
 Sinks always run (they are cheap), so re-running with a finished work directory rewrites
 deleted outputs instead of silently skipping them.
+
+A file that cannot be written (a full or read-only output folder) should stop the whole run
+with one line: every later output would fail the same way. Nipype turns every exception of an
+interface, ``BaseException`` included, into a failed node with tracebacks, so the sink keeps
+such an error (``output_error``) when ``defer_output_errors`` is set, and :class:`SinkNode`,
+which runs it in the main process, raises :class:`~synthbids.core.errors.RunAborted` from
+outside the interface.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from nipype.interfaces.base import (
     TraitedSpec,
     traits,
 )
+from nipype.pipeline import engine as pe
 
 
 class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
@@ -58,7 +66,23 @@ class DerivativesDataSink(SimpleInterface):
     output_spec = _DerivativesDataSinkOutputSpec
     _always_run = True
 
+    #: Keep an OutputError in ``output_error`` instead of failing (set by :class:`SinkNode`,
+    #: which raises it after the node ran).
+    defer_output_errors = False
+
     def _run_interface(self, runtime):
+        from synthbids.core.errors import OutputError
+
+        self.output_error = None
+        try:
+            return self._save(runtime)
+        except OutputError as err:
+            if not self.defer_output_errors:
+                raise
+            self.output_error = err
+        return runtime
+
+    def _save(self, runtime):
         from synthbids.bids.files import copy_file, write_json
         from synthbids.bids.naming import (
             SourceImage,
@@ -102,3 +126,23 @@ class DerivativesDataSink(SimpleInterface):
         write_json(sidecar, meta)
         self._results['out_meta'] = str(sidecar)
         return runtime
+
+
+class SinkNode(pe.Node):
+    """A node that runs a :class:`DerivativesDataSink` in the main process and stops the whole
+    run (:class:`~synthbids.core.errors.RunAborted`, carrying the one-line OutputError) when
+    the output folder cannot be written."""
+
+    def __init__(self, interface: DerivativesDataSink, name: str, **kwargs):
+        interface.defer_output_errors = True
+        super().__init__(interface, name=name, run_without_submitting=True, **kwargs)
+
+    def run(self, updatehash=False):
+        from synthbids.core.errors import RunAborted
+
+        result = super().run(updatehash=updatehash)
+        error = getattr(self._interface, 'output_error', None)
+        if error is not None:
+            self._interface.output_error = None
+            raise RunAborted(error)
+        return result

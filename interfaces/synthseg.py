@@ -62,16 +62,19 @@ class SynthSeg(SimpleInterface):
 
     def _run_interface(self, runtime):
         from synthbids.bids import lut
+        from synthbids.core.imageio import load_volume
         from synthbids.core.segment import segment_file
         from synthbids.core.weights import model_name
 
         inp = self.inputs
+        # the BIDS App reported a qform/sform mismatch once already, when it checked the input
+        image = load_volume(inp.in_file, max_dims=5, fdata=True, warn_xforms=False)
         model = self._model()
         cwd = Path(runtime.cwd)
         dseg = cwd / loaded.output_name(inp.in_file, '_dseg')
         probseg = cwd / loaded.output_name(inp.in_file, '_probseg') if inp.posteriors else None
         options = {k: getattr(inp, k) for k in ('fast', 'ct', 'keepgeom')}
-        result, volume = segment_file(inp.in_file, model, dseg, posteriors=probseg, **options)
+        result, volume = segment_file(image, model, dseg, posteriors=probseg, **options)
         self._results['out_dseg'] = str(dseg)
         if probseg is not None:
             self._results['out_probseg'] = str(probseg)

@@ -45,10 +45,13 @@ class SynthStrip(SimpleInterface):
     output_spec = _SynthStripOutputSpec
 
     def _run_interface(self, runtime):
+        from synthbids.core.imageio import load_volume
         from synthbids.core.strip import load_strip_model, strip_file
         from synthbids.core.weights import model_name
 
         inp = self.inputs
+        # the BIDS App reported a qform/sform mismatch once already, when it checked the input
+        image = load_volume(inp.in_file, warn_xforms=False)
         loaded.set_threads(inp.num_threads)
         dev = loaded.device(inp.use_gpu)
         key = ('strip', loaded.weights_key(inp.model), inp.no_csf, str(dev))
@@ -60,7 +63,7 @@ class SynthStrip(SimpleInterface):
         )
         mask = Path(runtime.cwd) / loaded.output_name(inp.in_file, '_desc-brain_mask')
         brain = Path(runtime.cwd) / loaded.output_name(inp.in_file, '_desc-brain')
-        result, volume = strip_file(inp.in_file, model, out=brain, mask=mask, border=inp.border)
+        result, volume = strip_file(image, model, out=brain, mask=mask, border=inp.border)
         self._results.update(out_mask=str(mask), out_brain=str(brain))
         self._results['model_meta'] = {
             'ModelName': model_name('strip-nocsf' if inp.no_csf else 'strip', model.weights),

@@ -158,3 +158,48 @@ def make_nifti(tmp_path):
 def listdir_all(path: Path) -> list[str]:
     """Every entry of ``path``, hidden ones included, sorted."""
     return sorted(p.name for p in Path(path).iterdir())
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """Factory mounting a size-limited file system (tmpfs) on a new folder; unmounted after
+    the test. Needs root (CI runs as root); skipped with the reason where mounting is not
+    permitted."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str = '3m', name: str = 'small_fs') -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip('mounting a small tmpfs (a full disk) needs root')
+        result = subprocess.run(
+            ['mount', '-t', 'tmpfs', '-o', f'size={size},mode=0755', 'tmpfs', str(path)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode:
+            pytest.skip(f'cannot mount a small tmpfs (a full disk): {result.stderr.strip()}')
+        mounted.append(path)
+        return path
+
+    try:
+        yield mount
+    finally:
+        import gc
+
+        gc.collect()  # file objects of a failed write may still hold the mount
+        for path in reversed(mounted):
+            if subprocess.run(['umount', str(path)], capture_output=True).returncode:
+                subprocess.run(['umount', '-l', str(path)], capture_output=True)
+
+
+def fill_disk(folder: Path, leave: int = 0) -> Path:
+    """Fill the file system of ``folder`` with one file, leaving about ``leave`` bytes free."""
+    stats = os.statvfs(folder)
+    size = max(stats.f_bavail * stats.f_frsize - leave, 0)
+    filler = Path(folder) / 'filler.bin'
+    with open(filler, 'wb') as fh:
+        fh.write(b'\0' * size)
+    return filler

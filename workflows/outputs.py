@@ -3,7 +3,8 @@
 Naming (see ``docs/outputs.md``): derivatives keep the source image's entities, add
 ``space-<suffix>`` for non-T1w images, ``desc-brain`` for the brain mask and brain image,
 ``desc-aseg`` / ``desc-aparcaseg`` for segmentations and the tables measured on them.
-Datasinks run in the main process (``run_without_submitting``): they only copy files.
+Datasinks run in the main process (``run_without_submitting``): they only copy files, and
+an output folder that cannot be written stops the run (``synthbids.interfaces.bids.SinkNode``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from nipype.pipeline import engine as pe
 from synthbids.bids.naming import SourceImage, derivative_name, derivative_relpath
 from synthbids.config import QC_THRESHOLD, ModelSettings
 
-from ..interfaces.bids import DerivativesDataSink
+from ..interfaces.bids import DerivativesDataSink, SinkNode
 
 VOLUMES_DICTIONARY = {
     'index': {
@@ -52,10 +53,9 @@ SEGMENTATION_INPUTS = (*SEGMENTATION_FILES, 'label_map', 'out_report', 'model_me
 
 
 def _sink(image: SourceImage, output_dir: Path, name: str, **inputs) -> pe.Node:
-    return pe.Node(
+    return SinkNode(
         DerivativesDataSink(base_directory=str(output_dir), source_file=image.relpath, **inputs),
         name=name,
-        run_without_submitting=True,
     )
 
 

@@ -66,6 +66,10 @@ def check_dataset(bids_dir: Path) -> dict:
     if not bids_dir.is_dir():
         raise NoInputError(f'{bids_dir}: the input dataset must be a folder')
     desc = bids_dir / 'dataset_description.json'
+    if desc.is_symlink() and not desc.exists():
+        from .inputs import check_content
+
+        check_content(bids_dir, [desc])  # a DataLad dataset not fetched, or a broken link
     if not desc.is_file():
         raise NoInputError(f'{bids_dir}: not a BIDS dataset (no dataset_description.json)')
     try:
@@ -96,7 +100,32 @@ def load_filters(path: Path | None) -> dict:
             f'{path}: unknown filter key(s) {", ".join(unknown)}; '
             f'valid keys are {", ".join(sorted(valid))}'
         )
+    entities = filter_entities()
+    for key, query in filters.items():
+        for name in query:
+            if name not in entities:
+                raise FilterFileError(
+                    f'{path}: unknown entity {name!r} in the "{key}" filter'
+                    f'{_did_you_mean(name, entities)}; valid entities (pybids names): '
+                    f'{", ".join(entities)}'
+                )
     return filters
+
+
+def filter_entities() -> list[str]:
+    """The entity names a BIDS filter may use: those of pybids' BIDS configuration."""
+    from bids.layout.models import Config
+
+    return sorted(Config.load('bids').entities)
+
+
+def _did_you_mean(name: str, entities: list[str]) -> str:
+    import difflib
+
+    if PYBIDS_NAMES.get(name) in entities:  # a short name: 'acq' for 'acquisition'
+        return f' (did you mean {PYBIDS_NAMES[name]!r}?)'
+    close = difflib.get_close_matches(name, entities, n=1)
+    return f' (did you mean {close[0]!r}?)' if close else ''
 
 
 def _query_value(value):
@@ -179,8 +208,9 @@ def collect_images(
             query[key] = _query_value(value)
         try:
             files = layout.get(**query)
-        except (ValueError, TypeError) as err:  # pybids: unknown entity in a filter
-            raise FilterFileError(f'BIDS filter for {suffix.lower()}: {err}') from None
+        except (ValueError, TypeError) as err:  # pybids: a filter it cannot use
+            detail = str(err).split(" If you're sure")[0].strip()  # not pybids' own options
+            raise FilterFileError(f'BIDS filter for {suffix.lower()}: {detail}') from None
         for f in files:
             try:
                 image = SourceImage.from_path(f, bids_dir)

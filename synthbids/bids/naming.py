@@ -94,6 +94,19 @@ def build_name(entities: dict[str, str], suffix: str, extension: str = '') -> st
     return '_'.join(parts) + extension
 
 
+def dataset_relpath(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """``path`` relative to the dataset ``root`` ('/' separators), following no symbolic link
+    of the file itself; folders are compared as written, then with their links resolved (a
+    dataset reached through a linked folder). ValueError if ``path`` is not in ``root``."""
+    path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    for candidate, base in ((path, root), (path.parent.resolve() / path.name, root.resolve())):
+        try:
+            return candidate.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    raise ValueError(f'{path}: not inside the dataset {root}')
+
+
 @dataclass(frozen=True)
 class SourceImage:
     """A raw image to process: its path, its place in the dataset and its entities."""
@@ -106,10 +119,14 @@ class SourceImage:
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, root: str | os.PathLike) -> SourceImage:
+        """The image at ``path`` in the dataset at ``root``. Its place in the dataset (and so
+        every derivative name) comes from the path inside the dataset, never from where a
+        symbolic link points: DataLad/git-annex datasets link every image to
+        ``.git/annex/objects/...``, and a link may point outside the dataset."""
         path = Path(path)
-        rel = path.resolve().relative_to(Path(root).resolve()).as_posix()
-        entities, suffix, _ = parse_name(path)
-        return cls(path, rel, suffix, path.parent.name, dict(entities))
+        rel = dataset_relpath(path, root)
+        entities, suffix, _ = parse_name(rel)
+        return cls(path, rel, suffix, Path(rel).parent.name, dict(entities))
 
     @classmethod
     def from_relpath(cls, relpath: str, root: str | os.PathLike = '') -> SourceImage:

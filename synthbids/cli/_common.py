@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..core.errors import InputError, OutputError, SynthbidsError, UsageError
+from ..core.errors import InputError, OutputError, RunAborted, SynthbidsError, UsageError
 
 log = logging.getLogger('synthbids')
 
@@ -117,6 +117,9 @@ def run_main(prog: str, body: Callable[[], int], verbose: bool = False) -> int:
     except SynthbidsError as err:
         print(f'{prog}: error: {err}', file=sys.stderr)
         return err.exit_code
+    except RunAborted as stop:
+        print(f'{prog}: error: {stop.error}', file=sys.stderr)
+        return stop.error.exit_code
     except KeyboardInterrupt as err:
         print(f'{prog}: interrupted', file=sys.stderr)
         return 143 if isinstance(err, Terminated) else 130

@@ -23,10 +23,12 @@ EXIT_CODES = {
     17: 'unknown analysis level',
     18: 'participant/session labels or the BIDS filter file selected no files',
     64: 'command-line usage error',
-    65: 'an input image cannot be used',
-    66: 'input dataset, outputs to aggregate, or model weights not found',
+    65: 'an input image cannot be used (every selected image is checked before anything runs)',
+    66: 'input dataset, outputs to aggregate, model weights, or the content of an input image '
+    '(a DataLad/git-annex file not fetched: datalad get) not found',
     70: 'the workflow could not be built (a bug: please report it)',
-    73: 'an output or work folder cannot be created or is not allowed',
+    73: 'an output or work folder cannot be created or written (e.g. a full disk) or is not '
+    'allowed',
 }
 
 #: Options of fMRIPrep-style wrappers that mean nothing here: accepted, and why they are

@@ -11,13 +11,16 @@ graph is built and run in :mod:`.workflow`; this module runs the levels.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+from ..core.errors import OutputError, RunAborted
 from ._common import run_main, setup_logging
+from .crashfiles import atomic_crash_files
 from .parser import EXIT_CODES, IGNORED_OPTIONS, LEVELS, PROG, UsageError, get_parser
 from .settings import build_settings, load_plugin, parse_memory, resolve_models
 from .workflow import build_workflow, clean_workdir, ensure_logname, execute
@@ -37,6 +40,8 @@ __all__ = [
     'resolve_models',
     'run_participant',
 ]
+
+log = logging.getLogger('synthbids.run')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,14 +85,22 @@ def _run(args) -> int:
 
 def run_group(settings) -> int:
     """Aggregate the outputs of the selected participants (all by default)."""
+    from ..reports.group import participants_without_outputs
     from ..reports.group import run_group as write_group_outputs
 
     ex = settings.execution
+    _remove_stale_partials(ex.output_dir, (), ex.verbose)
     written = write_group_outputs(
         ex.output_dir, participant_label=ex.participant_label, session_label=ex.session_label
     )
     for path in written:
         _say(ex.verbose, f'wrote {path}')
+    missing = participants_without_outputs(ex.output_dir, ex.bids_dir, ex.participant_label)
+    if missing:
+        log.warning(
+            'no outputs for %s (not in the group tables: run the participant level for them)',
+            ', '.join(f'sub-{label}' for label in missing),
+        )
     return 0
 
 
@@ -96,13 +109,24 @@ def run_participant(settings) -> int:
     if ex.reports_only:
         return _reports_only(settings)
     subjects = _select_images(settings)
+    if not ex.boilerplate_only:  # every selected image, before any network loads
+        from ..bids.inputs import check_images
+
+        check_images(ex.bids_dir, [im for images in subjects.values() for im in images])
     models, weights = resolve_models(settings.models)
     if settings.nipype.gpu:  # fail now rather than in every network node
         from ._common import choose_device
 
         choose_device(True)
     settings = replace(settings, models=models)
-    _write_run_files(settings, weights)
+    # the work folder first: a run that cannot have one leaves no output folder behind
+    created = [] if ex.boilerplate_only else _create_folder(ex.work_dir)
+    try:
+        _create_folder(ex.output_dir)
+        _write_run_files(settings, weights)
+    except BaseException:
+        _remove_empty(created)
+        raise
     if ex.boilerplate_only:
         _say(ex.verbose, f'methods text: {ex.output_dir / "logs" / "CITATION.md"}')
         return 0
@@ -171,16 +195,21 @@ def _process(settings, subjects) -> int:
     from ..reports.subject import generate_reports
 
     ex = settings.execution
-    _make_folders(ex.output_dir, ex.work_dir)
+    _remove_stale_partials(ex.output_dir, subjects, ex.verbose)
     for label in subjects:
         log_dir = ex.output_dir / f'sub-{label}' / 'log' / ex.run_uuid
         write_text(log_dir / 'synthbids.toml', to_toml(settings))
     start = time.monotonic()
-    errors = 0
     try:
-        errors = execute(build_workflow(settings, subjects), settings)
-    finally:
-        failed = generate_reports(ex.output_dir, list(subjects), ex.run_uuid, ex.work_dir)
+        with atomic_crash_files():
+            errors = execute(build_workflow(settings, subjects), settings)
+    except (RunAborted, OutputError):
+        raise  # the output folder cannot be written: no report can be either
+    except BaseException:
+        generate_reports(ex.output_dir, list(subjects), ex.run_uuid, ex.work_dir)
+        raise
+    _remove_stale_partials(ex.output_dir, subjects, ex.verbose)  # also those now old enough
+    failed = generate_reports(ex.output_dir, list(subjects), ex.run_uuid, ex.work_dir)
     took = time.monotonic() - start
     for label in subjects:
         _say(ex.verbose, f'report: {ex.output_dir / f"sub-{label}.html"}')
@@ -194,14 +223,42 @@ def _process(settings, subjects) -> int:
     return 0
 
 
-def _make_folders(*folders: Path) -> None:
-    from ..core.errors import OutputError
+def _create_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those created, deepest first
+    (OutputError, with nothing left behind, when it cannot be created)."""
+    missing = []
+    path = Path(folder)
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        _remove_empty(missing)
+        raise OutputError(folder, f'cannot create: {err.strerror or err}') from None
+    return missing
 
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a run created (deepest first) while they are empty."""
     for folder in folders:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputError(folder, f'cannot create: {err.strerror or err}') from None
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def _remove_stale_partials(output_dir: Path, subjects, verbose: int) -> None:
+    """Remove the temporary files that killed runs left where this run writes: the dataset
+    files, ``logs/`` and the folders of ``subjects`` (never those of other participants, which
+    other jobs may be writing, nor any file that is not a temporary file of synthbids')."""
+    from ..core.atomic import remove_stale_partials
+
+    removed = remove_stale_partials(output_dir, recursive=False)
+    for folder in ('logs', *(f'sub-{label}' for label in subjects)):
+        removed += remove_stale_partials(Path(output_dir) / folder)
+    if removed:
+        _say(verbose, f'removed {len(removed)} unfinished file(s) left by an interrupted run')
 
 
 def _report_failures(errors: int, failed: list[str]) -> None:

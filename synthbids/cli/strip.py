@@ -125,7 +125,7 @@ def _run(args) -> int:
     set_threads(args.threads)
     device = choose_device(args.gpu)
 
-    from ..core.imageio import load_volume
+    from ..core.imageio import load_volume, require_head_size, require_signal
     from ..core.strip import load_strip_model, strip_file
 
     model = None
@@ -133,6 +133,8 @@ def _run(args) -> int:
     def work(i, src):
         nonlocal model
         volume = load_volume(src)  # before the model: bad input fails fast
+        require_signal(volume)
+        require_head_size(volume)
         if model is None:
             model = load_strip_model(args.model, no_csf=args.no_csf, device=device)
             print_weights([model.weights], device)

@@ -47,3 +47,24 @@ class WeightsError(SynthbidsError):
     def __init__(self, message: str, path: str | os.PathLike | None = None):
         self.path = None if path is None else os.fspath(path)
         super().__init__(message if path is None else f'{self.path}: {message}')
+
+
+class ContentMissingError(InputError):
+    """An input file is listed but its content is not on this machine (a broken symbolic link,
+    a git-annex/DataLad file that was not fetched)."""
+
+    exit_code = 66  # EX_NOINPUT
+
+
+class RunAborted(BaseException):  # noqa: N818 - it is not an error of its own
+    """Stops a whole run from inside a step that runs in the main process, carrying the
+    :class:`SynthbidsError` to report (``error``).
+
+    Nipype catches every ``Exception`` of a step and goes on with the others; a full or
+    read-only output folder fails every step after it, so the run stops at once instead, with
+    the one-line message and exit code of ``error``. Like ``KeyboardInterrupt`` it derives from
+    ``BaseException`` so that Nipype lets it through."""
+
+    def __init__(self, error: SynthbidsError):
+        super().__init__(str(error))
+        self.error = error

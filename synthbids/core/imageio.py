@@ -21,7 +21,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .atomic import discard, staging_path
+from .atomic import Staged
 from .errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
@@ -79,13 +79,17 @@ def check_extension(path: str | os.PathLike) -> str:
     return ext
 
 
-def load_volume(path: str | os.PathLike, max_dims: int = 4, fdata: bool = False) -> Volume:
+def load_volume(
+    path: str | os.PathLike, max_dims: int = 4, fdata: bool = False, warn_xforms: bool = True
+) -> Volume:
     """Read and validate an image: 3-D, or 4-D (frames) when ``max_dims`` is 4.
 
     Trailing singleton dimensions beyond the third are dropped. Raises InputError for a
     missing, unreadable, truncated or corrupt file, a 2-D image, too many dimensions, and
     NaN or infinite voxels. With ``fdata`` the voxels are read as nibabel's ``get_fdata()``
-    (float64, intensity scaling applied in float64), as SynthSeg reads its inputs.
+    (float64, intensity scaling applied in float64), as SynthSeg reads its inputs. With
+    ``warn_xforms`` a NIfTI header whose qform and sform disagree is reported (once, with the
+    file name; outputs get the sform in both).
     """
     path = Path(path)
     check_extension(path)
@@ -97,7 +101,10 @@ def load_volume(path: str | os.PathLike, max_dims: int = 4, fdata: bool = False)
         raise InputError(path, 'permission denied')
     try:
         img = nib.load(path)
+        _check_voxel_type(path, img.get_data_dtype())
         data = img.get_fdata() if fdata else np.asanyarray(img.dataobj)
+    except InputError:
+        raise
     except (EOFError, zlib.error) as err:
         raise InputError(path, f'file is truncated or corrupt ({err})') from None
     except MemoryError:
@@ -122,8 +129,7 @@ def load_volume(path: str | os.PathLike, max_dims: int = 4, fdata: bool = False)
             f'image has {data.ndim} dimensions (shape {_fmt_shape(data.shape)}); '
             f'expected a {what}',
         )
-    if data.dtype.kind == 'c' or data.dtype.fields is not None:
-        raise InputError(path, f'unsupported voxel type {data.dtype} (complex or RGB)')
+    _check_voxel_type(path, data.dtype)
     if data.dtype.kind == 'f':
         bad = np.count_nonzero(~np.isfinite(data))
         if bad:
@@ -131,6 +137,12 @@ def load_volume(path: str | os.PathLike, max_dims: int = 4, fdata: bool = False)
     zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float32).astype(np.float64)
     if not np.all(zooms > 0) or not np.all(np.isfinite(img.affine)):
         raise InputError(path, 'invalid voxel sizes or affine in the header')
+    if warn_xforms and _xforms_disagree(img):
+        log.warning(
+            '%s: qform and sform disagree; outputs get the sform in both (the orientation '
+            'nibabel and FreeSurfer use)',
+            path,
+        )
     return Volume(
         path=path,
         data=data,
@@ -139,6 +151,61 @@ def load_volume(path: str | os.PathLike, max_dims: int = 4, fdata: bool = False)
         header=img.header,
         image_class=type(img),
     )
+
+
+def _check_voxel_type(path: Path, dtype: np.dtype) -> None:
+    """InputError for voxels that are not one number each (RGB colour, complex)."""
+    dtype = np.dtype(dtype)
+    if dtype.fields is not None:
+        names = ''.join(dtype.names or ())
+        what = f'{names} colour' if names in ('RGB', 'RGBA') else f'structured ({dtype})'
+        raise InputError(path, f'unsupported voxel type: {what}; a grey-scale image is required')
+    if dtype.kind == 'c':
+        raise InputError(
+            path, f'unsupported voxel type: complex ({dtype}); a magnitude image is required'
+        )
+
+
+def _xforms_disagree(img) -> bool:
+    hdr = img.header
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        return False
+    if int(hdr['qform_code']) <= 0 or int(hdr['sform_code']) <= 0:
+        return False
+    return not np.allclose(hdr.get_qform(), hdr.get_sform(), atol=1e-4)
+
+
+#: The smallest image the networks are given: at least this many voxels along every axis
+#: (SynthSeg takes a third axis of 3 or fewer voxels for colour channels, as FreeSurfer does)...
+MIN_VOXELS = 4
+#: ... and this field of view (mm) along every axis: one voxel at the coarsest level of the
+#: SynthSeg U-Net (its 1 mm grid halved four times; SynthStrip's is coarser still). No head
+#: fits in less: the networks would see only padding.
+MIN_FIELD_OF_VIEW_MM = 16.0
+
+
+def require_head_size(volume: Volume) -> None:
+    """Raise InputError if the image is too small (voxels or mm) to hold a head."""
+    shape = np.asarray(volume.shape[:3])
+    fov = shape * np.asarray(volume.zooms[:3], dtype=np.float64)
+    if shape.min() < MIN_VOXELS or fov.min() < MIN_FIELD_OF_VIEW_MM:
+        mm = 'x'.join(f'{v:g}' for v in np.round(fov, 1))
+        raise InputError(
+            volume.path,
+            f'image is too small to hold a head ({_fmt_shape(shape)} voxels, {mm} mm); at '
+            f'least {MIN_VOXELS} voxels and {MIN_FIELD_OF_VIEW_MM:g} mm along every axis are '
+            'needed',
+        )
+
+
+def check_image(path: str | os.PathLike, max_dims: int = 4) -> tuple[int, ...]:
+    """Everything that would make an input fail in the tools, checked up front: readable,
+    3-D (or 4-D), finite, not empty or constant, large enough for a head (InputError, one line
+    naming the file). Returns the image's shape; the voxels are read once and dropped."""
+    volume = load_volume(path, max_dims=max_dims)
+    require_signal(volume)
+    require_head_size(volume)
+    return volume.shape
 
 
 def require_signal(volume: Volume) -> None:
@@ -229,8 +296,7 @@ def _make_xforms_consistent(img) -> None:
     qcode, scode = int(hdr['qform_code']), int(hdr['sform_code'])
     if qcode > 0 and scode > 0:
         q, s = hdr.get_qform(), hdr.get_sform()
-        if not np.allclose(q, s, atol=1e-4):
-            log.warning('input qform and sform disagree; writing the sform into both')
+        if not np.allclose(q, s, atol=1e-4):  # reported once, when the input was read
             zooms = hdr.get_zooms()
             img.set_qform(s, code=qcode)
             img.set_sform(s, code=scode)
@@ -287,7 +353,7 @@ class OutputSet:
     """
 
     def __init__(self):
-        self._staged: list[tuple[Path, Path]] = []
+        self._staged: list[Staged] = []
 
     def __enter__(self):
         return self
@@ -302,26 +368,24 @@ class OutputSet:
     def add(self, img, path: str | os.PathLike) -> None:
         path = Path(path)
         _, ext = split_ext(path)
-        tmp = staging_path(path, ext)
-        self._staged.append((tmp, path))
+        staged = Staged(path, ext)
+        self._staged.append(staged)
         try:
-            nib.save(img, tmp)
+            nib.save(img, staged.path)
         except OSError as err:
+            self.discard()
             raise OutputError(path, f'cannot write: {err.strerror or err}') from None
 
     def commit(self) -> list[Path]:
         done = []
         try:
-            for tmp, path in self._staged:
-                os.replace(tmp, path)
-                done.append(path)
-        except OSError as err:
-            self.discard()
-            raise OutputError(path, f'cannot write: {err.strerror or err}') from None
-        self._staged = []
+            for staged in self._staged:
+                done.append(staged.publish())
+        finally:
+            self.discard()  # what is left when a rename failed
         return done
 
     def discard(self) -> None:
-        for tmp, _ in self._staged:
-            discard(tmp)
+        for staged in self._staged:
+            staged.discard()
         self._staged = []

@@ -24,7 +24,7 @@ from scipy.interpolate import RegularGridInterpolator
 from scipy.ndimage import gaussian_filter
 
 from .errors import InputError
-from .imageio import Volume
+from .imageio import Volume, require_head_size
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,7 @@ def preprocess(volume: Volume, crop=None, ct: bool = False, divisor: int = DIVIS
     if lo == hi:
         what = 'empty (all voxels are zero)' if hi == 0 else f'constant (all voxels equal {lo:g})'
         raise InputError(volume.path, f'image is {what}')
+    require_head_size(volume)
     affine = np.asarray(volume.affine, dtype=np.float64)
     im_res = np.asarray(volume.zooms[:3], dtype=np.float64)
     resampled = None

@@ -35,7 +35,14 @@ from .geometry import (
     sample_linear,
     sample_nearest,
 )
-from .imageio import OutputSet, Volume, image_like, load_volume, require_signal
+from .imageio import (
+    OutputSet,
+    Volume,
+    image_like,
+    load_volume,
+    require_head_size,
+    require_signal,
+)
 from .masks import extend_sdt, fill_holes, largest_component
 from .stripnet import StripUNet
 from .weights import WeightsFile, resolve
@@ -178,6 +185,7 @@ def strip_volume(
 ) -> StripResult:
     """Skull-strip a loaded volume (3-D or 4-D)."""
     require_signal(volume)
+    require_head_size(volume)
     grid = Grid(volume.shape[:3], volume.affine)
     masks, sdts, grids, raw = [], [], [], []
     for f in range(volume.nframes):

@@ -128,6 +128,23 @@ def run_group(
     return written
 
 
+def participants_without_outputs(
+    output_dir: Path, bids_dir: Path | None = None, participant_label: tuple[str, ...] = ()
+) -> list[str]:
+    """Labels of the participants the group tables leave out for lack of outputs: folders
+    ``sub-<label>`` of the output folder without any image outputs (a run that failed), and
+    participants of the input dataset (when it is there) without a folder in the output
+    folder; only those of ``participant_label`` when given."""
+    output_dir = Path(output_dir)
+    with_outputs = {im.source.subject for im in collect_outputs(output_dir)}
+    candidates = {p.name[4:] for p in output_dir.glob('sub-*') if p.is_dir()}
+    if bids_dir is not None and Path(bids_dir).is_dir():
+        candidates |= {p.name[4:] for p in Path(bids_dir).glob('sub-*') if p.is_dir()}
+    if participant_label:
+        candidates &= set(participant_label)
+    return sorted(candidates - with_outputs)
+
+
 def _report_link(row: dict) -> str:
     anchor = safe_name(row['bids_name'])
     return f'sub-{row["sub"]}.html#{anchor}'

@@ -43,12 +43,16 @@ def generate_reports(
     """Write the report of every subject; returns those whose report failed.
 
     A failure is logged to ``logs/report-<run_uuid>-<subject>.err`` and does not stop the
-    other reports.
+    other reports; an output folder that cannot be written (OutputError) stops them all.
     """
+    from ..core.errors import OutputError
+
     failed = []
     for subject in subjects:
         try:
             generate_subject_report(output_dir, subject, run_uuid, work_dir)
+        except OutputError:
+            raise  # a full or read-only output folder: every other report would fail too
         except Exception as err:  # a report must never hide the others
             failed.append(subject)
             log.error('report of sub-%s failed: %s', subject, err)

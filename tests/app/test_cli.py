@@ -219,6 +219,77 @@ def test_group_without_outputs_exits_66(bids_dataset, tmp_path, capsys):
     assert code == 66 and 'no participant outputs found' in err
 
 
+@pytest.mark.parametrize('where', ['under a file', 'read-only folder'])
+def test_a_work_folder_that_cannot_be_created_leaves_no_output_folder(
+    bids_dataset, tmp_path, tiny_strip_ckpt, capsys, where
+):
+    """Exit 73 in one line naming the work folder; the output folder (here two levels that
+    do not exist yet) is not created."""
+    import os
+
+    if where == 'under a file':
+        (tmp_path / 'a-file').write_text('')
+        work = tmp_path / 'a-file' / 'work'
+    else:
+        if os.geteuid() == 0:
+            pytest.skip('root writes into read-only folders')
+        (tmp_path / 'ro').mkdir(mode=0o555)
+        work = tmp_path / 'ro' / 'work'
+    out = tmp_path / 'deriv' / 'synthbids'
+    argv = [bids_dataset, out, 'participant', '-w', work, '--strip-model', tiny_strip_ckpt]
+    code, _, err = run([*argv, '--no-seg'], capsys)
+    problem = os.strerror(20 if where == 'under a file' else 13)  # ENOTDIR, EACCES
+    assert code == 73 and err.strip().splitlines() == [
+        f'synthbids: error: {work}: cannot create: {problem}'
+    ]
+    assert not (tmp_path / 'deriv').exists() and not work.exists()
+
+
+def test_an_output_folder_that_cannot_be_created_leaves_no_work_folder(
+    bids_dataset, tmp_path, tiny_strip_ckpt, capsys
+):
+    (tmp_path / 'a-file').write_text('')
+    out, work = tmp_path / 'a-file' / 'out', tmp_path / 'new' / 'work'
+    argv = [bids_dataset, out, 'participant', '-w', work, '--strip-model', tiny_strip_ckpt]
+    code, _, err = run([*argv, '--no-seg'], capsys)
+    assert code == 73 and err.strip().splitlines() == [
+        f'synthbids: error: {out}: cannot create: Not a directory'
+    ]
+    assert not (tmp_path / 'new').exists()
+
+
+def test_a_qform_sform_mismatch_is_reported_once_with_the_file_name(
+    bids_dataset, tmp_path, tiny_strip_ckpt, tiny_seg_models
+):
+    """The whole app in its own process (the workers' messages included): one warning with
+    the file name, from the check of the inputs, none from the two network steps."""
+    import subprocess
+    import sys
+
+    import nibabel as nib
+
+    image = bids_dataset / 'sub-01/anat/sub-01_T1w.nii.gz'
+    img = nib.load(image)
+    sform = img.affine.copy()
+    sform[0, 3] += 5
+    img.set_sform(sform, code=1)
+    img.to_filename(image)
+    argv = participant(bids_dataset, tmp_path, '--participant-label', '01', '--nprocs', '2')
+    argv += ['--strip-model', tiny_strip_ckpt, '--seg-model', tiny_seg_models, '--fast']
+    filters = tmp_path / 'f.json'
+    filters.write_text(json.dumps({'t2w': {'run': '9'}}))  # the T1w only
+    argv += ['--bids-filter-file', filters]
+    result = subprocess.run(
+        [sys.executable, '-m', 'synthbids', *map(str, argv)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    mentions = [line for line in result.stderr.splitlines() if 'qform' in line]
+    assert mentions == [
+        f'WARNING: {image}: qform and sform disagree; outputs get the sform in both (the '
+        'orientation nibabel and FreeSurfer use)'
+    ]
+
+
 def test_gpu_without_cuda_fails_before_running(bids_dataset, tmp_path, tiny_strip_ckpt, capsys):
     import torch
 

@@ -188,9 +188,14 @@ def check_reports(out: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize('level', ['participant'])
-def test_failed_node_is_reported_and_other_images_finish(tmp_path, tiny_strip_ckpt, capsys, level):
-    """MultiProc (forkserver workers): a corrupt image fails its node only; the crash file
-    lands in sub-<label>/log/<run_uuid>/ and in the report's errors section; exit code 1."""
+def test_failed_node_is_reported_and_other_images_finish(
+    tmp_path, tiny_strip_ckpt, capsys, monkeypatch, level
+):
+    """MultiProc (forkserver workers): an image that fails in its node fails that node only;
+    the crash file lands in sub-<label>/log/<run_uuid>/ and in the report's errors section;
+    exit code 1. (A corrupt image is caught before the graph runs: the T2w is truncated once
+    the graph is built, as a file changing under a running job.)"""
+    import synthbids.cli.run as run_module
     from tests.app.conftest import write_dataset
 
     bids = write_dataset(
@@ -198,7 +203,14 @@ def test_failed_node_is_reported_and_other_images_finish(tmp_path, tiny_strip_ck
         images=('sub-01/anat/sub-01_T1w.nii.gz', 'sub-01/anat/sub-01_T2w.nii.gz'),
     )
     t2 = bids / 'sub-01/anat/sub-01_T2w.nii.gz'
-    t2.write_bytes(t2.read_bytes()[:200])  # truncated
+    build = run_module.build_workflow
+
+    def build_then_truncate(settings, subjects):
+        workflow = build(settings, subjects)
+        t2.write_bytes(t2.read_bytes()[:200])
+        return workflow
+
+    monkeypatch.setattr(run_module, 'build_workflow', build_then_truncate)
     out, work = tmp_path / 'out', tmp_path / 'work'
     code = main(
         [

@@ -117,6 +117,16 @@ def test_filter_file(tmp_path):
     path.write_text(json.dumps({'bold': {}}))
     with pytest.raises(FilterFileError, match='unknown filter key.*bold'):
         load_filters(path)
+    path.write_text(json.dumps({'t1w': {'acquisition': 'mprage'}, 't2w': {'acq': 'fast'}}))
+    with pytest.raises(FilterFileError) as err:  # one line a user can act on
+        load_filters(path)
+    message = str(err.value)
+    assert message.startswith(f'{path}: unknown entity \'acq\' in the "t2w" filter (did you ')
+    assert "mean 'acquisition'?); valid entities (pybids names): acquisition, ceagent," in message
+    assert 'invalid_filters' not in message and len(message.splitlines()) == 1
+    path.write_text(json.dumps({'t1w': {'resolution': '1'}}))
+    with pytest.raises(FilterFileError, match="unknown entity 'resolution'.* valid entities"):
+        load_filters(path)
     path.write_text('{not json')
     with pytest.raises(FilterFileError, match='not a valid JSON'):
         load_filters(path)

@@ -82,3 +82,25 @@ def test_pet_derivatives_go_to_the_pet_folder():
         == 'sub-01/pet/sub-01_trc-FDG_space-pet_desc-brain_pet.nii.gz'
     )
     assert is_valid_name(derivative_relpath(pet, name))
+
+
+def test_names_come_from_the_path_in_the_dataset_not_the_link_target(tmp_path):
+    """DataLad/git-annex links point into .git/annex/objects; a dataset may be reached
+    through a linked folder; neither changes where an image is in the dataset."""
+    import os
+
+    root = tmp_path / 'ds'
+    key = 'SHA256E-s10--0a1b.nii.gz'
+    obj = root / '.git/annex/objects/Ab/Cd' / key / key
+    obj.parent.mkdir(parents=True)
+    obj.write_bytes(b'0123456789')
+    link = root / 'sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz'
+    link.parent.mkdir(parents=True)
+    link.symlink_to(os.path.relpath(obj, link.parent))
+    (tmp_path / 'alias').symlink_to(root)
+    for path, base in [(link, root), (tmp_path / 'alias' / link.relative_to(root), root)]:
+        image = SourceImage.from_path(path, base)
+        assert image.relpath == 'sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz'
+        assert (image.subject, image.session, image.datatype) == ('01', '1', 'anat')
+    with pytest.raises(ValueError, match='not inside the dataset'):
+        SourceImage.from_path(obj, tmp_path / 'elsewhere')

@@ -267,6 +267,28 @@ def test_group_level_honours_the_participant_label(outputs, tmp_path, capsys):
     assert main(argv) == 0 and len((outputs / 'group_qc.tsv').read_text().splitlines()) == 4
 
 
+def test_group_level_names_participants_without_outputs(outputs, tmp_path, capsys):
+    """A participant whose run failed (a folder with only its log) and one of the dataset
+    that was never run are named in one warning; the tables still hold the others."""
+    from synthbids.cli.run import main
+
+    (outputs / 'sub-02/log/20260101-000000_x').mkdir(parents=True)
+    bids = tmp_path / 'bids'
+    for label in ('01', '02', '03'):
+        (bids / f'sub-{label}/anat').mkdir(parents=True)
+    (bids / 'dataset_description.json').write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    assert main([str(bids), str(outputs), 'group']) == 0
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        'WARNING: no outputs for sub-02, sub-03 (not in the group tables: run the participant '
+        'level for them)'
+    ]
+    rows = (outputs / 'group_volumes.tsv').read_text().splitlines()[1:]
+    assert [r.split('\t')[0] for r in rows] == ['sub-01_T1w']
+    assert main([str(bids), str(outputs), 'group', '--participant-label', '01']) == 0
+    assert capsys.readouterr().err == ''
+
+
 def test_group_level_is_quiet_with_q(outputs, tmp_path, capsys):
     from synthbids.cli.run import main
 

@@ -185,6 +185,19 @@ def _extension(make_nifti, tmp_path):
     return path
 
 
+def _rgb(make_nifti, tmp_path):
+    data = np.zeros((20, 20, 20), dtype=[('R', 'u1'), ('G', 'u1'), ('B', 'u1')])
+    data['G'] = np.random.default_rng(0).integers(0, 255, (20, 20, 20))
+    path = tmp_path / 'rgb.nii.gz'
+    nib.Nifti1Image(data, np.eye(4)).to_filename(path)
+    return path
+
+
+def _tiny(make_nifti, tmp_path):
+    data = np.arange(20**3, dtype=np.int16).reshape(20, 20, 20)
+    return make_nifti('tiny.nii.gz', data=data, shape=data.shape, zooms=(0.5, 0.5, 0.5))
+
+
 BAD_INPUTS = {
     'truncated': (_truncated, 'truncated or corrupt'),
     'garbage': (_garbage, 'cannot read image'),
@@ -193,6 +206,11 @@ BAD_INPUTS = {
     'constant': (_constant, 'image is constant'),
     'nan': (_nan, 'NaN or infinite'),
     'extension': (_extension, 'unsupported file type'),
+    'RGB': (_rgb, 'unsupported voxel type: RGB colour; a grey-scale image is required'),
+    'no room for a head': (
+        _tiny,
+        'image is too small to hold a head (20x20x20 voxels, 10x10x10 mm)',
+    ),
 }
 
 
@@ -212,7 +230,7 @@ def test_bad_input_gives_one_line_and_no_output(
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith('synthbids-seg: error: ') and problem in lines[0]
-    assert str(src) in lines[0]
+    assert str(src) in lines[0] and 'DType' not in lines[0]
     assert listdir_all(out) == []
 
 

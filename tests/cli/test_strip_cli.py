@@ -188,6 +188,15 @@ BAD_INPUTS = {
     'nan': (_image(nan_data), 'NaN or infinite'),
     'inf': (_image(inf_data), 'NaN or infinite'),
     'extension': (_extension, "unsupported file type '.png'"),
+    'no room for a head': (
+        _image(np.arange(27, dtype=np.float32).reshape(3, 3, 3)),
+        'image is too small to hold a head (3x3x3 voxels, 3x3x3 mm); at least 4 voxels and '
+        '16 mm along every axis are needed',
+    ),
+    'thin slab': (
+        _image(np.arange(40 * 40 * 6, dtype=np.float32).reshape(40, 40, 6)),
+        'image is too small to hold a head (40x40x6 voxels, 40x40x6 mm)',
+    ),
 }
 
 
@@ -218,6 +227,31 @@ def test_bad_input_gives_one_line_and_no_output(
     assert lines[0].startswith('synthbids-strip: error: ')
     assert str(src) in lines[0] and problem in lines[0]
     assert listdir_all(outdir) == []
+
+
+def test_qform_and_sform_that_disagree_are_reported_once_with_the_file_name(
+    make_nifti, tiny_strip_ckpt, tmp_path, capsys
+):
+    src = make_nifti('sub-01_T1w.nii.gz')
+    img = nib.load(src)
+    sform = img.affine.copy()
+    sform[0, 3] += 5
+    img.set_sform(sform, code=1)
+    img.to_filename(src)
+    outs = [tmp_path / 'b.nii.gz', tmp_path / 'm.nii.gz', tmp_path / 'd.nii.gz']
+    code, _, err = run_cli(
+        ['-i', src, '-o', outs[0], '-m', outs[1], '-d', outs[2], '--model', tiny_strip_ckpt],
+        capsys,
+    )
+    assert code == 0
+    assert err.strip().splitlines() == [
+        f'WARNING: {src}: qform and sform disagree; outputs get the sform in both (the '
+        'orientation nibabel and FreeSurfer use)'
+    ]
+    for out in outs:
+        hdr = nib.load(out).header
+        np.testing.assert_allclose(hdr.get_qform(), sform, atol=1e-4)
+        np.testing.assert_array_equal(hdr.get_sform(), sform)
 
 
 def test_missing_input_and_missing_output_folder(make_nifti, tiny_strip_ckpt, tmp_path, capsys):
