@@ -113,7 +113,8 @@ def test_boilerplate_names_packaged_weights_as_what_they_are():
     assert 'SynthSeg 2.0' not in text and 'with SynthStrip [' not in text
     assert 'with the SynthSeg network [@synthseg]' in text
     assert text.count('default weights trained and packaged by synthbids') == 2
-    assert 'reports Dice 0.912 against' in text and 'reports mean Dice 0.54 on held-out' in text
+    strip_card, seg_card = packaged('strip').entry.accuracy, packaged('seg').entry.accuracy
+    assert f'reports {strip_card}' in text and f'reports {seg_card}' in text
     assert '**Warning:** these weights are an early model' in text
     assert text.count('**Warning:**') == 1  # the SynthStrip weights have no warning
 
