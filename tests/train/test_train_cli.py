@@ -145,8 +145,9 @@ def test_seg_training_exports_keras_weights_that_the_seg_pipeline_loads(maps, tm
 
 
 def test_seg_fine_tuning_starts_from_a_run_state(maps, tmp_path, capsys):
-    """Seg runs export Keras .h5 in RAS layout, so a seg fine-tune starts from another run's
-    state.pt; an .h5 is refused with a message that names it."""
+    """A seg fine-tune starts from another run's state.pt or from exported seg weights (Keras
+    .h5 in RAS layout, brought back to the training layout); anything else is refused with a
+    message that names it."""
     seg = seg_args(maps, tmp_path / 'a', 1)
     assert main(seg) == 0
     tuned = seg_args(maps, tmp_path / 'b', 0)
@@ -154,11 +155,19 @@ def test_seg_fine_tuning_starts_from_a_run_state(maps, tmp_path, capsys):
     a = torch.load(tmp_path / 'a' / 'state.pt', weights_only=True)['net']
     b = torch.load(tmp_path / 'b' / 'state.pt', weights_only=True)['net']
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    from synthbids.train.loop import init_weights
+
+    from_h5 = seg_args(maps, tmp_path / 'c', 0)
+    assert main([*from_h5, '--init', str(tmp_path / 'a' / 'best.h5')]) == 0
+    c = torch.load(tmp_path / 'c' / 'state.pt', weights_only=True)['net']
+    expected = init_weights(tmp_path / 'a' / 'best.h5', 'cpu')
+    assert all(torch.allclose(c[k], expected[k], atol=1e-7) for k in expected)
     capsys.readouterr()
-    refused = seg_args(maps, tmp_path / 'c', 0)
-    assert main([*refused, '--init', str(tmp_path / 'a' / 'best.h5')]) != 0
+    (tmp_path / 'junk.pt').write_bytes(b'not weights')
+    refused = seg_args(maps, tmp_path / 'd', 0)
+    assert main([*refused, '--init', str(tmp_path / 'junk.pt')]) != 0
     err = capsys.readouterr().err
-    assert 'best.h5: cannot start from it' in err and 'state.pt' in err
+    assert 'junk.pt: cannot start from it' in err and 'state.pt' in err
 
 
 def test_freeze_bn_trains_weights_but_keeps_batch_norm_statistics(maps, tmp_path):
