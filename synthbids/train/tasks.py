@@ -300,14 +300,7 @@ def ras_network(net: torch.nn.Module) -> torch.nn.Module:
     symmetric padding; pooling and nearest upsampling by 2 on the even sizes the padding
     guarantees), so transforming the kernels gives exactly ``ras(net(x)) == copy(ras(x))``.
     """
-    import copy
-
-    out = copy.deepcopy(net)
-    with torch.no_grad():
-        for m in out.modules():
-            if isinstance(m, torch.nn.Conv3d) and m.kernel_size != (1, 1, 1):
-                m.weight.copy_(lia_to_ras(m.weight).contiguous())
-    return out
+    return _with_kernels(net, lia_to_ras)
 
 
 def ras_to_lia(t: torch.Tensor) -> torch.Tensor:
@@ -318,13 +311,18 @@ def ras_to_lia(t: torch.Tensor) -> torch.Tensor:
 def lia_network(net: torch.nn.Module) -> torch.nn.Module:
     """The inverse of :func:`ras_network`: exported (RAS) seg weights in the training layout,
     so that a packaged ``.h5`` can seed a new run."""
+    return _with_kernels(net, ras_to_lia)
+
+
+def _with_kernels(net: torch.nn.Module, permute) -> torch.nn.Module:
+    """A copy of ``net`` with every spatial convolution kernel transformed by ``permute``."""
     import copy
 
     out = copy.deepcopy(net)
     with torch.no_grad():
         for m in out.modules():
             if isinstance(m, torch.nn.Conv3d) and m.kernel_size != (1, 1, 1):
-                m.weight.copy_(ras_to_lia(m.weight).contiguous())
+                m.weight.copy_(permute(m.weight).contiguous())
     return out
 
 
