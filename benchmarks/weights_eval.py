@@ -11,7 +11,9 @@
 
 ``--task seg`` measures SynthSeg weights instead: mean Dice over the 32 non-background labels
 on the same synthetic images, and Colin27's label volumes and centroids (which side of the
-midline every lateral label falls on).
+midline every lateral label falls on). ``--task head`` measures head-tissue weights: Dice per
+class on the held-out maps rendered as T1w, T2w, PDw, FLAIR and CT at 1 mm and with 5 mm slices,
+and Colin27's tissue volumes with a picture of its labels (``--picture``).
 """
 
 from __future__ import annotations
@@ -32,21 +34,27 @@ HELD_OUT = [
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--task', choices=('strip', 'seg'), default='strip')
+    p.add_argument('--task', choices=('strip', 'seg', 'head'), default='strip')
     p.add_argument('--model', type=Path, help='weights file (default: resolution order)')
     p.add_argument('--no-csf', action='store_true')
     p.add_argument('--maps', type=Path, nargs='*', default=HELD_OUT)
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--quick', action='store_true', help='T1w/T2w/CT at 1 mm and 5 mm only')
     p.add_argument('--out', type=Path, default=HERE / 'results')
+    p.add_argument('--picture', type=Path, help='head: PNG of the Colin27 labels')
     args = p.parse_args(argv)
 
     import torch
 
+    from synthbids.core.head import load_head_model
     from synthbids.core.segment import load_seg_model
     from synthbids.core.strip import load_strip_model
     from synthbids.train.evaluate import (
+        HEAD_ACQUISITIONS,
+        HEAD_RESOLUTIONS,
         default_acquisitions,
+        head_on_colin27,
+        head_on_synthetic,
         seg_on_colin27,
         seg_on_synthetic,
         strip_on_colin27,
@@ -55,13 +63,17 @@ def main(argv=None) -> int:
     )
 
     torch.set_num_threads(args.threads)
-    seg = args.task == 'seg'
-    model = load_seg_model(args.model) if seg else load_strip_model(args.model, no_csf=args.no_csf)
-    acqs = (
-        default_acquisitions(('T1w', 'T2w', 'CT'), ((1, 1, 1), (1, 1, 5)))
-        if args.quick
-        else default_acquisitions()
-    )
+    seg, head = args.task == 'seg', args.task == 'head'
+    if head:
+        model = load_head_model(args.model)
+    else:
+        model = load_seg_model(args.model) if seg else load_strip_model(args.model, args.no_csf)
+    if args.quick:
+        acqs = default_acquisitions(('T1w', 'T2w', 'CT'), ((1, 1, 1), (1, 1, 5)))
+    elif head:
+        acqs = default_acquisitions(HEAD_ACQUISITIONS, HEAD_RESOLUTIONS)
+    else:
+        acqs = default_acquisitions()
     result = {
         'task': args.task,
         'weights': [w.as_dict() for w in model.weights] if seg else model.weights.as_dict(),
@@ -70,7 +82,10 @@ def main(argv=None) -> int:
     }
     ch2 = Path('/usr/share/mricron/templates/ch2.nii.gz')
     if ch2.exists():
-        if seg:
+        if head:
+            result['colin27'] = head_on_colin27(model, ch2, args.picture)
+            print('Colin27:', json.dumps(result['colin27']), flush=True)
+        elif seg:
             result['colin27'] = seg_on_colin27(model, ch2)
             ranges = HERE.parent / 'tests' / 'data' / 'seg_volume_ranges.json'
             result['volume_ranges'] = json.loads(ranges.read_text())['ml']
@@ -81,7 +96,9 @@ def main(argv=None) -> int:
             print('Colin27:', json.dumps(result['colin27']), flush=True)
     maps = [m for m in args.maps if m.exists()]
     if maps:
-        if seg:
+        if head:
+            rows = head_on_synthetic(model, maps, acqs)
+        elif seg:
             rows = seg_on_synthetic(model, maps, acqs)
         else:
             rows = strip_on_synthetic(model, maps, acqs, no_csf=args.no_csf)
@@ -98,6 +115,23 @@ def main(argv=None) -> int:
                 )
                 for k in labels
             }
+        if head:
+            classes = rows[0]['dice_per_class']
+            result['head_by_class'] = {
+                k: round(sum(r['dice_per_class'][k] for r in rows) / len(rows), 4) for k in classes
+            }
+            result['head_class_by_contrast'] = {
+                f'{r["contrast"]} {"x".join(f"{v:g}" for v in r["voxel_mm"])}': {} for r in rows
+            }
+            for r in rows:
+                key = f'{r["contrast"]} {"x".join(f"{v:g}" for v in r["voxel_mm"])}'
+                cell = result['head_class_by_contrast'][key]
+                for k, v in r['dice_per_class'].items():
+                    cell.setdefault(k, []).append(v)
+            for cell in result['head_class_by_contrast'].values():
+                for k in cell:
+                    cell[k] = round(sum(cell[k]) / len(cell[k]), 4)
+            print('by class:', json.dumps(result['head_by_class']))
         result['mean_dice'] = round(sum(r['dice'] for r in rows) / len(rows), 4)
         result['mean_seconds'] = round(sum(r['seconds'] for r in rows) / len(rows), 2)
         print('by contrast:', json.dumps(result['by_contrast']))

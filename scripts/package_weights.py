@@ -57,6 +57,11 @@ def main(argv=None) -> int:
         evaluation['gap'] = args.gap
     if args.history:
         evaluation['history'] = args.history
+    picture = evaluation.get('colin27', {}).get('picture')
+    if picture:  # the card shows it: kept beside the card, under a name of its own
+        kept = dest.with_name(dest.stem + '_colin27.png')
+        shutil.copyfile(picture, kept)
+        evaluation['colin27']['picture'] = kept.name
     card = dest.with_suffix('.md')
     card.write_text(model_card(dest, evaluation, sha, args.name))
     index_path = WEIGHTS / 'index.json'

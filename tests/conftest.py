@@ -104,6 +104,46 @@ def tiny_strip_ckpt(tmp_path_factory) -> Path:
     return path
 
 
+def write_tiny_head(path: Path, slope, bias, conform: dict) -> Path:
+    """A 2-feature head-tissue network (SynthStrip layout, one output per head class) that
+    carries the normalised image ``x`` to its tail as :func:`tiny_strip_ckpt` does, whose
+    last convolution gives class ``c`` the logit ``slope[c] * x + bias[c]``. Saved with the
+    metadata of trained head weights (classes, inference grid ``conform``)."""
+    from synthbids.core.labels import HEAD_CLASSES
+    from synthbids.core.stripnet import StripUNet
+
+    n = len(HEAD_CLASSES)
+    net = StripUNet(encoder=[[2, 2]] * 6, decoder=[[2, 2]] * 6, tail=[2, 2, n])
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.encoder[0][0].conv.weight[0, 0, 1, 1, 1] = 1
+        net.encoder[0][1].conv.weight[0, 0, 1, 1, 1] = 1
+        net.remaining[0].conv.weight[0, 2, 1, 1, 1] = 1  # channel 0 of the level-0 skip
+        net.remaining[1].conv.weight[0, 0, 1, 1, 1] = 1
+        for c in range(n):
+            net.remaining[2].conv.weight[c, 0, 1, 1, 1] = slope[c]
+            net.remaining[2].conv.bias[c] = bias[c]
+    meta = {'task': 'head', 'classes': list(HEAD_CLASSES), 'conform': conform}
+    torch.save({'model_state_dict': net.state_dict(), 'synthbids': meta}, path)
+    return path
+
+
+@pytest.fixture(scope='session')
+def banded_head_ckpt(tmp_path_factory) -> Path:
+    """A tiny head network labelling intensity bands (:func:`write_tiny_head`): class ``c``
+    gets the logit ``20 (c x - c^2 / 12)``, so the most probable class is ``round(6 x)``
+    (background below 1/12 of the 99th percentile, class 6 above 11/12). Its grid is 2 mm
+    like trained head weights, with a 64-voxel minimum."""
+    n = 7
+    return write_tiny_head(
+        tmp_path_factory.mktemp('tiny') / 'banded_head.pt',
+        [20.0 * c for c in range(n)],
+        [-20.0 * c * c / (2 * (n - 1)) for c in range(n)],
+        {'voxsize': 2.0, 'min_shape': 64, 'max_shape': 160, 'interp': 'linear'},
+    )
+
+
 @pytest.fixture(scope='session')
 def tiny_seg_models(tmp_path_factory) -> Path:
     """A folder with every official SynthSeg file name holding tiny networks (4 features;

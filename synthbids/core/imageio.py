@@ -366,15 +366,23 @@ class OutputSet:
         return False
 
     def add(self, img, path: str | os.PathLike) -> None:
-        path = Path(path)
+        """Stage a nibabel image for ``path``."""
         _, ext = split_ext(path)
-        staged = Staged(path, ext)
+        self.add_written(path, lambda tmp: nib.save(img, tmp), ext)
+
+    def add_written(self, path: str | os.PathLike, write, ext: str | None = None) -> None:
+        """Stage any file: ``write(temporary_path)`` writes it (meshes, tables)."""
+        path = Path(path)
+        staged = Staged(path, path.suffix if ext is None else ext)
         self._staged.append(staged)
         try:
-            nib.save(img, staged.path)
+            write(staged.path)
         except OSError as err:
             self.discard()
             raise OutputError(path, f'cannot write: {err.strerror or err}') from None
+        except BaseException:
+            self.discard()
+            raise
 
     def commit(self) -> list[Path]:
         done = []

@@ -60,6 +60,34 @@ TISSUES = {
 }
 
 
+#: The head-tissue classes of ``synthbids-head`` (value = index), their BIDS-style names and
+#: colours. The contract: brain = grey and white matter, deep grey, cerebellum, brainstem;
+#: CSF = intracranial CSF with the ventricles (and their choroid plexus); bone = cortical +
+#: cancellous skull; other soft tissue = muscle, fat, mucosa, vessels, optic nerve, cord.
+HEAD_CLASSES = ('background', 'brain', 'csf', 'bone', 'skin', 'eyes', 'other soft tissue')
+HEAD_NAMES = ('Background', 'Brain', 'CSF', 'Bone', 'Skin', 'Eyes', 'Soft')
+HEAD_COLORS = ('#000000', '#e8c9a0', '#3c78d8', '#ffe119', '#f58231', '#3cb44b', '#911eb4')
+
+
+def head_class(label: int) -> int:
+    """The head-tissue class (index into :data:`HEAD_CLASSES`) of a training-map label."""
+    kind = tissue(label)
+    if label == 0:
+        return 0
+    if kind == 'csf':
+        return 2
+    if kind == 'bone':
+        return 3
+    if kind == 'skin':
+        return 4
+    if kind == 'eye':
+        return 5
+    if kind in ('soft', 'fat') or label in (502, 514):
+        return 6
+    return 1  # every other label of the maps is brain (intracranial vessels and lesions too)
+
+
+
 def tissue(label: int) -> str:
     """The coarse tissue of a label (:data:`TISSUES`; unknown labels count as vessels)."""
     for name, members in TISSUES.items():

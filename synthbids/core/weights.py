@@ -35,6 +35,7 @@ KIND_NAMES = {
     'seg-robust': 'SynthSeg robust',
     'seg-parc': 'SynthSeg parcellation',
     'seg-qc': 'SynthSeg QC',
+    'head': 'head-tissue',
 }
 
 

@@ -38,22 +38,8 @@ CSF = 24
 SEG_LABELS_V2 = list(L.SEG_LABELS_V2)
 _SEG_REMAP = {25: 2, 57: 41, 136: 4, 137: 5, 163: 43, 164: 44, 72: 0, 85: 0, 30: 0, 62: 0}
 
-#: Head tissues for a skull / head-tissue model.
-HEAD_CLASSES = ['background', 'brain', 'csf', 'bone', 'skin', 'eyes', 'other soft tissue']
-_HEAD = {
-    24: 2,
-    515: 3,
-    516: 3,
-    511: 4,
-    506: 5,
-    502: 6,
-    507: 6,
-    508: 6,
-    509: 6,
-    512: 6,
-    514: 6,
-    530: 6,
-}
+#: Head tissues for a skull / head-tissue model (the table lives in core.labels).
+HEAD_CLASSES = list(L.HEAD_CLASSES)
 
 #: Coarse tissue of each label, used by the CT- and PET-like intensity profiles.
 TISSUE_TYPES = tuple(L.TISSUES)
@@ -93,7 +79,7 @@ def label_tables() -> LabelTables:
             for v in GENERATION_LABELS
         ]
     )
-    head = np.array([_HEAD.get(v, 1 if b else 0) for v, b in zip(GENERATION_LABELS, brain)])
+    head = np.array([L.head_class(v) for v in GENERATION_LABELS])
     tissue = np.array([TISSUE_TYPES.index(_tissue(v)) for v in GENERATION_LABELS])
     return LabelTables(labels, gaussian, len(uniq), flip, brain, no_csf, seg, head, tissue)
 

@@ -16,6 +16,7 @@ GOALS = {
     'strip': 'Dice >= 0.97 against the true brain mask on real heads of every contrast',
     'strip-nocsf': 'Dice >= 0.97 against the true no-CSF brain mask on real heads',
     'seg': 'mean Dice >= 0.85 over the 32 foreground labels',
+    'head': 'bone Dice >= 0.75 on every rendered held-out contrast, CT and 5 mm slices included',
 }
 
 
@@ -38,6 +39,38 @@ def _colin_volumes(geometry: dict, ranges: dict | None) -> list[str]:
         span = f'{lo_hi[0]:g}–{lo_hi[1]:g}' if lo_hi else ''
         lines.append(f'| {label} | {SEG_NAMES.get(int(label), "")} | {g["ml"]:.2f} | {span} |')
     return [*lines, '']
+
+
+def _head_table(by_acquisition: dict, by_class: dict) -> list[str]:
+    """Dice per head tissue (columns) and rendered acquisition (rows), bone first."""
+    classes = ['bone', *[c for c in by_class if c != 'bone']]
+    lines = [
+        'Head-tissue Dice per class on the same synthetic images (acquisition grid):',
+        '',
+        '| image | ' + ' | '.join(classes) + ' |',
+        '| --- |' + ' ---: |' * len(classes),
+    ]
+    for acq, cell in by_acquisition.items():
+        lines.append(f'| {acq} | ' + ' | '.join(f'{cell[c]:.3f}' for c in classes) + ' |')
+    lines.append('| **all** | ' + ' | '.join(f'**{by_class[c]:.3f}**' for c in classes) + ' |')
+    return [*lines, '']
+
+
+def _head_colin27(c: dict, weights: Path) -> list[str]:
+    """Colin27's tissue volumes and the picture of its labels (kept beside the card)."""
+    lines = [
+        '**Colin27** (real T1w, 1 mm, whole head): skull (bone) '
+        f'{c["volumes_ml"]["bone"]:.0f} mL; '
+        f'{c["seconds"]} s on CPU (whole pipeline). Volumes (mL, soft probabilities):',
+        '',
+        '| ' + ' | '.join(c['volumes_ml']) + ' |',
+        '|' + ' ---: |' * len(c['volumes_ml']),
+        '| ' + ' | '.join(f'{v:.0f}' for v in c['volumes_ml'].values()) + ' |',
+        '',
+    ]
+    if c.get('picture'):
+        lines += [f'![Colin27 head tissues]({Path(c["picture"]).name})', '']
+    return lines
 
 
 def _read(weights: Path):
@@ -107,7 +140,9 @@ def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
             + '.',
             '',
         ]
-    if 'colin27' in evaluation and task == 'seg':
+    if 'colin27' in evaluation and task == 'head':
+        lines += _head_colin27(evaluation['colin27'], weights)
+    elif 'colin27' in evaluation and task == 'seg':
         c = evaluation['colin27']
         total = sum(g['ml'] for g in c['geometry'].values())
         lines += [
@@ -126,9 +161,10 @@ def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
             '',
         ]
     if 'by_contrast' in evaluation:
-        truth = (
-            'mean Dice against the true labels' if task == 'seg' else 'Dice against the true mask'
-        )
+        truth = {
+            'seg': 'mean Dice against the true labels',
+            'head': 'mean Dice of the six tissues against the true labels',
+        }.get(task, 'Dice against the true mask')
         lines += [
             'Held-out maps rendered as named contrasts and resolutions, whole inference '
             f'pipeline, {truth}:',
@@ -142,6 +178,8 @@ def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
             f'{evaluation.get("threads")} threads).',
             '',
         ]
+    if 'head_class_by_contrast' in evaluation:
+        lines += _head_table(evaluation['head_class_by_contrast'], evaluation['head_by_class'])
     if 'seg_by_label' in evaluation:
         lines += [
             'Segmentation Dice per label on the same synthetic images:',
@@ -158,12 +196,16 @@ def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
             evaluation.get('gap', 'See the closing note of the training issue.'),
             '',
         ]
+    official = (
+        'no official head-tissue weights exist; pass your own with `--model`.'
+        if task == 'head'
+        else 'pass official weights with `--model` for FreeSurfer-identical results.'
+    )
     lines += [
         '## Use',
         '',
         'These weights are found automatically when no other weights are '
-        'available (see `docs/weights.md`); pass official weights with `--model` for '
-        'FreeSurfer-identical results.',
+        f'available (see `docs/weights.md`); {official}',
         '',
     ]
     return '\n'.join(lines)

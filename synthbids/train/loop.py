@@ -175,6 +175,24 @@ def init_weights(path: Path, device) -> dict:
         ) from None
 
 
+def load_matching(net: torch.nn.Module, weights: dict, path: Path) -> str:
+    """Start ``net`` from ``weights``: every tensor whose name and shape match is copied, the
+    rest keep their fresh initialisation. A strip network seeds a head network this way
+    (all but the output layer, which has 7 channels instead of 1). Weights that share no
+    tensor with the network are an error, not a silent fresh start."""
+    from ..core.errors import WeightsError
+
+    own = net.state_dict()
+    same = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    if not same:
+        raise WeightsError('cannot start from it: no tensor fits this network', path)
+    net.load_state_dict({**own, **same})
+    fresh = sorted(set(own) - set(same))
+    if not fresh:
+        return f'all {len(own)} tensors'
+    return f'{len(same)} of {len(own)} tensors; new: {", ".join(fresh)}'
+
+
 def train(
     task: Task,
     generator: SynthGenerator,
@@ -194,8 +212,8 @@ def train(
     step, best = 0, None
     state_path = out / 'state.pt'
     if config.init is not None and not state_path.exists():
-        net.load_state_dict(init_weights(config.init, device))
-        log.info('initialised from %s', config.init)
+        kept = load_matching(net, init_weights(config.init, device), config.init)
+        log.info('initialised from %s (%s)', config.init, kept)
     if state_path.exists():
         state = read_checkpoint(state_path, full_state=True, map_location=device)
         net.load_state_dict(state['net'])

@@ -4,7 +4,7 @@
   clipped to the +-5 mm band) with a masked MSE; exported as ``{'model_state_dict': ...}``
   with the official key layout, plus a ``'synthbids'`` entry (conform settings, recipe).
 * ``head``: the same U-Net with one output per head tissue (brain, CSF, bone, skin, eyes,
-  other soft tissue, background), trained with soft Dice; same export format.
+  other soft tissue, background), trained with soft Dice plus cross-entropy; same export format.
 * ``seg``: SynthSeg 2.0's 33 labels with soft Dice over all labels; a SynthSeg U-Net
   exported as a Keras-layout ``.h5`` (what ``mri_synthseg`` and our loader read), with the
   metadata (voxel size, recipe) as a root attribute.
@@ -210,13 +210,20 @@ class StripTask(Task):
 @dataclass
 class HeadTask(Task):
     def make_net(self) -> StripUNet:
-        return he_init(StripUNet(**self.net_config.strip_layout(len(HEAD_CLASSES))))
+        net = he_init(StripUNet(**self.net_config.strip_layout(len(HEAD_CLASSES))))
+        # a zero output layer starts from equal class probabilities (loss near log 7 + 6/7)
+        # instead of He-sized logits, whose cross-entropy started at ~4 and spent the first
+        # steps unlearning them
+        torch.nn.init.zeros_(net.remaining[-1].conv.weight)
+        return net
 
     def target(self, sample):
         return head_target(sample.indices, self.tables)[None]
 
     def loss(self, pred, target, weight):
-        return soft_dice_loss(pred, target, weight)
+        # soft Dice plus cross-entropy, as for seg: the thin skull needs the voxel-wise term
+        prob = torch.softmax(pred, dim=1)
+        return soft_dice(prob, target, weight) + cross_entropy(prob, target, weight)
 
     def metrics(self, pred, target, weight):
         valid = weight[0].cpu().numpy().astype(bool)

@@ -152,3 +152,55 @@ def test_seg_cli_on_fresh_install(ch2, tmp_path):
     assert len(np.unique(np.asanyarray(seg.dataobj))) == 33
     header = (tmp_path / 'vol.csv').read_text().splitlines()[0]
     assert 'left hippocampus' in header
+
+
+# --------------------------------------------------------------------------- head
+
+
+@pytest.fixture(scope='module')
+def colin_head(ch2):
+    from synthbids.core.head import head, load_head_model
+
+    model = load_head_model()  # with nothing installed: the packaged weights
+    return model, head(str(ch2), model)
+
+
+def test_default_head_weights_are_the_packaged_ones(colin_head):
+    model, _ = colin_head
+    assert model.weights.source == 'packaged'
+    assert model.weights.sha256 == packaged('head').sha256
+
+
+def test_default_head_colin27_has_a_skull_around_the_brain(colin_head):
+    """Every tissue of a human volume (within the training heads' range, x/2.5 for Colin27's
+    MNI size and cut field of view), and a skull where a reader expects one: going out from
+    the brain's centre to the left, right, front, back and top, the last intracranial voxel
+    (brain or CSF) is followed by bone, then scalp, then air."""
+    _, result = colin_head
+    ranges = json.loads(RANGES.read_text())['head_ml']
+    outside = {
+        k: (round(v), ranges[k])
+        for k, v in result.volumes.items()
+        if k in ranges and not ranges[k][0] / VOLUME_SLACK <= v <= ranges[k][1] * VOLUME_SLACK
+    }
+    assert not outside, (
+        f'tissue volumes (ml) outside the training range x/{VOLUME_SLACK}: {outside}'
+    )
+
+    labels = result.labels
+    centre = np.round(np.argwhere(labels == 1).mean(axis=0)).astype(int)
+    # voxel axes of the world's +-x, +-y and +z, whatever the image orientation
+    axes = np.linalg.inv(result.affine[:3, :3])
+    for direction in ([1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1]):
+        step = axes @ np.asarray(direction, float)
+        step /= np.abs(step).max()
+        path = centre + np.outer(np.arange(300), step)
+        inside = np.all((path >= 0) & (path <= np.asarray(labels.shape) - 1), axis=1)
+        ray = labels[tuple(np.round(path[inside]).astype(int).T)]
+        last_cranial = np.flatnonzero(np.isin(ray, (1, 2))).max()
+        outer = ray[last_cranial + 1 :]
+        bone = np.flatnonzero(outer == 3)
+        assert bone.size >= 2, f'no skull along {direction}: {outer[:20].tolist()}'
+        head_end = np.flatnonzero(outer != 0).max()
+        assert bone[0] < 6, f'the skull does not follow the brain along {direction}'
+        assert bone.max() < head_end, f'nothing outside the skull along {direction}'

@@ -269,3 +269,31 @@ def test_focused_crops_sit_in_the_brain():
     assert (
         GeneratorConfig.for_task('seg').focus > 0 and GeneratorConfig.for_task('strip').focus == 0
     )
+
+
+def test_head_task_sees_dark_air_in_most_mri_draws():
+    """The head task's air (label 0) is the darkest class in most MRI draws, as in real MRI
+    and CT, where SynthStrip's generator draws it at random 70 % of the time."""
+    shape = (32, 32, 32)
+    m = np.zeros(shape, np.uint8)
+    m[6:26, 6:26, 6:26] = IDX[511]
+    m[10:22, 10:22, 10:22] = IDX[2]
+    toy = LabelMap('head', m, 2.0)
+
+    def dark_fraction(task):
+        cfg = GeneratorConfig.for_task(
+            task, crop=(32, 32, 32), ct=0, pet=0, partial_fov=0, bias=0.0, focus=0.0
+        )
+        generator = SynthGenerator([toy], cfg)
+        gen = torch.Generator().manual_seed(5)
+        dark = []
+        for _ in range(40):
+            s = generator.sample(gen)
+            img, lab = s.image[0, 0], s.indices
+            air = float(img[lab == IDX[0]].mean())
+            dark.append(air < min(float(img[lab == IDX[v]].mean()) for v in (511, 2)))
+        return np.mean(dark)
+
+    head, strip = dark_fraction('head'), dark_fraction('strip')
+    assert head >= 0.8  # 85 % dark or zero by construction, plus random draws that are darkest
+    assert strip < head - 0.2
