@@ -1,4 +1,4 @@
-"""Writing derivatives: a small ``DerivativesDataSink``.
+"""Writing derivatives: a small ``DerivativesDataSink`` (and ``MeshesDataSink`` for meshes).
 
 It names a file after the raw image it derives from (entities kept, ``space-``/``seg-``/
 ``label-``/``desc-`` and a suffix added; :mod:`synthbids.bids.naming`), copies it into the
@@ -125,6 +125,54 @@ class DerivativesDataSink(SimpleInterface):
         sidecar = out_file.with_name(out_file.name[: -len(ext)] + '.json')
         write_json(sidecar, meta)
         self._results['out_meta'] = str(sidecar)
+        return runtime
+
+
+class _MeshesDataSinkInputSpec(BaseInterfaceInputSpec):
+    base_directory = traits.Str(mandatory=True, desc='root of the derivatives dataset')
+    source_file = traits.Str(
+        mandatory=True, desc='raw image these meshes derive from, relative to the raw dataset'
+    )
+    in_files = traits.List(
+        File(exists=True),
+        mandatory=True,
+        desc="meshes named '<surface>.<extension>' (the surface becomes the BIDS suffix)",
+    )
+    desc = traits.Str(mandatory=True, desc='desc- label')
+
+
+class _MeshesDataSinkOutputSpec(TraitedSpec):
+    out_files = traits.List(File, desc='the saved files')
+
+
+class MeshesDataSink(DerivativesDataSink):
+    """Save surface meshes of one image under their BIDS-like names (the surface as suffix, as
+    BIDS names cortical surfaces: ``<source entities>_desc-<desc>_<surface>.surf.gii``, and
+    the same name ``.stl``), without sidecars: their provenance is that of the labels they
+    were built from. A surface may be missing (no voxels for it): only what exists is saved."""
+
+    input_spec = _MeshesDataSinkInputSpec
+    output_spec = _MeshesDataSinkOutputSpec
+
+    def _save(self, runtime):
+        from synthbids.bids.files import copy_file
+        from synthbids.bids.naming import (
+            SourceImage,
+            derivative_name,
+            derivative_relpath,
+        )
+
+        source = SourceImage.from_relpath(self.inputs.source_file)
+        out_files = []
+        for in_file in self.inputs.in_files:
+            surface, dot, ext = Path(in_file).name.partition('.')
+            name = derivative_name(
+                source, suffix=surface, extension=dot + ext, desc=self.inputs.desc
+            )
+            out_file = Path(self.inputs.base_directory) / derivative_relpath(source, name)
+            copy_file(in_file, out_file)
+            out_files.append(str(out_file))
+        self._results['out_files'] = out_files
         return runtime
 
 

@@ -1,10 +1,11 @@
 """What the network interfaces share: the device, threads, output names, and the networks a
 worker process keeps between nodes.
 
-The cache is explicit and lives here, not in the core: a worker keeps one loaded model,
-keyed by what it was loaded from (weights file, its size and time stamp, options) and the
-device, so a node asking for other weights or another device never receives a model that
-another caller is using.
+The cache is explicit and lives here, not in the core: a worker keeps one loaded model
+(SynthStrip, SynthSeg or head tissues), keyed by the network (``'strip'``, ``'seg'``,
+``'head'``), what it was loaded from (weights file, its size and time stamp, options) and the
+device, so a node asking for another network, other weights or another device never receives
+a model that another caller is using.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ class ModelSettings:
 
     strip_model: Path | None = None  # resolved weights file (the CLI resolves defaults)
     seg_model: Path | None = None
+    head_model: Path | None = None
     no_csf: bool = False
     border: float = 1.0
     segment: bool = True
@@ -55,8 +56,10 @@ class ModelSettings:
     qc: bool = True
     posteriors: bool = False
     keepgeom: bool = False
+    head: bool = True  # head tissues (labels, volumes, meshes) of every 3-D anatomical image
     strip_sha256: str | None = None  # SHA-256 of the resolved files, hashed once per run
     seg_sha256: str | None = None
+    head_sha256: str | None = None
 
     @property
     def seg_label(self) -> str:
@@ -79,6 +82,13 @@ class ModelSettings:
             inputs['model'] = str(self.seg_model)
             if self.seg_sha256:
                 inputs['model_sha256'] = self.seg_sha256
+        return inputs
+
+    def head_inputs(self) -> dict:
+        """Inputs of the head-tissue interface (``interfaces.head``)."""
+        inputs = {'model': str(self.head_model)}
+        if self.head_sha256:
+            inputs['model_sha256'] = self.head_sha256
         return inputs
 
 

@@ -16,6 +16,9 @@ from synthbids.config import Settings
 
 from .anatomical import init_anat_wf
 
+#: Datatypes whose images get no head tissues (not anatomical images).
+NO_HEAD_DATATYPES = ('pet',)
+
 
 def init_synthbids_wf(
     *, subjects: dict[str, list[SourceImage]], settings: Settings, name: str = 'synthbids_wf'
@@ -47,18 +50,21 @@ def init_single_subject_wf(
     """Every selected image of one participant (all sessions).
 
     SynthSeg runs on 3-D images only: a 4-D series (dynamic PET) is skull-stripped frame by
-    frame and not segmented.
+    frame and not segmented. Head tissues are labelled on the 3-D anatomical images (every
+    contrast, and CT), not on PET.
     """
     models, nipype = settings.models, settings.nipype
     workflow = pe.Workflow(name=name)
     for image in images:
         if image.subject != subject:
             raise ValueError(f'{image.relpath} does not belong to sub-{subject}')
+        is_4d = _is_4d(image.path)
         anat_wf = init_anat_wf(
             image=image,
             output_dir=settings.execution.output_dir,
             models=models,
-            segment=models.segment and not _is_4d(image.path),
+            segment=models.segment and not is_4d,
+            head=models.head and not is_4d and image.datatype not in NO_HEAD_DATATYPES,
             omp_nthreads=nipype.omp_nthreads,
             use_gpu=nipype.gpu,
             name=f'anat_{safe_name(image.bids_name.removeprefix(f"sub-{subject}_"))}_wf',

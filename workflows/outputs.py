@@ -2,7 +2,8 @@
 
 Naming (see ``docs/outputs.md``): derivatives keep the source image's entities, add
 ``space-<suffix>`` for non-T1w images, ``desc-brain`` for the brain mask and brain image,
-``desc-aseg`` / ``desc-aparcaseg`` for segmentations and the tables measured on them.
+``desc-aseg`` / ``desc-aparcaseg`` for segmentations and the tables measured on them, and
+``desc-head`` for the head-tissue labels, their volumes and their surface meshes.
 Datasinks run in the main process (``run_without_submitting``): they only copy files, and
 an output folder that cannot be written stops the run (``synthbids.interfaces.bids.SinkNode``).
 """
@@ -17,7 +18,7 @@ from nipype.pipeline import engine as pe
 from synthbids.bids.naming import SourceImage, derivative_name, derivative_relpath
 from synthbids.config import QC_THRESHOLD, ModelSettings
 
-from ..interfaces.bids import DerivativesDataSink, SinkNode
+from ..interfaces.bids import DerivativesDataSink, MeshesDataSink, SinkNode
 
 VOLUMES_DICTIONARY = {
     'index': {
@@ -45,11 +46,32 @@ QC_DICTIONARY = {
 }
 
 
+#: Columns of the head volume table (``interfaces.head.volume_columns``), described.
+HEAD_VOLUMES_DICTIONARY = {
+    'brain': {'Description': 'Volume of the brain (head-tissue class brain)', 'Units': 'mL'},
+    'csf': {
+        'Description': 'Volume of the cerebrospinal fluid, ventricles included',
+        'Units': 'mL',
+    },
+    'bone': {'Description': 'Volume of the skull and other bone', 'Units': 'mL'},
+    'skin': {'Description': 'Volume of the skin (scalp)', 'Units': 'mL'},
+    'eyes': {'Description': 'Volume of the eyes', 'Units': 'mL'},
+    'other_soft_tissue': {
+        'Description': 'Volume of the other soft tissue (muscle, fat, vessels, ...)',
+        'Units': 'mL',
+    },
+    'Method': 'Sums of the class probabilities (soft segmentation) on the input grid',
+}
+
 #: Inputs of :func:`init_ds_skullstrip_wf` and :func:`init_ds_segmentation_wf`: the outputs of
 #: the SynthStrip and SynthSeg nodes they save.
 SKULLSTRIP_INPUTS = ('out_mask', 'out_brain', 'out_report', 'model_meta')
 SEGMENTATION_FILES = ('out_dseg', 'out_volumes', 'out_qc', 'out_probseg')
 SEGMENTATION_INPUTS = (*SEGMENTATION_FILES, 'label_map', 'out_report', 'model_meta')
+HEAD_INPUTS = ('out_dseg', 'out_volumes', 'out_meshes', 'out_report', 'out_render', 'model_meta')
+#: ``desc-`` of the head-tissue outputs and of the skull rendering.
+HEAD_DESC = 'head'
+SKULL_FIGURE_DESC = 'skull'
 
 
 def _sink(image: SourceImage, output_dir: Path, name: str, **inputs) -> pe.Node:
@@ -159,6 +181,68 @@ def init_ds_segmentation_wf(
             (label_map, ds_probseg, [('meta', 'meta_dict')]),
         ])
         # fmt: on
+    return workflow
+
+
+def init_ds_head_wf(
+    *, image: SourceImage, output_dir: Path, name: str = 'ds_head_wf'
+) -> pe.Workflow:
+    """Save the head-tissue labels, their volumes, the surface meshes and the two reportlets
+    of ``image``.
+
+    Inputs: ``out_dseg``, ``out_volumes``, ``out_meshes``, ``out_report``, ``out_render``,
+    ``model_meta``. Outputs: ``dseg``, ``volumes``, ``meshes`` (paths in the derivatives
+    dataset).
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=list(HEAD_INPUTS)), name='inputnode')
+    _outputnode(workflow, ['dseg', 'volumes', 'meshes'])
+    ds_dseg = _sink(
+        image,
+        output_dir,
+        'ds_head_dseg',
+        suffix='dseg',
+        desc=HEAD_DESC,
+        meta_dict={'Manual': False},
+    )
+    ds_volumes = _sink(
+        image,
+        output_dir,
+        'ds_head_volumes',
+        suffix='volumes',
+        desc=HEAD_DESC,
+        meta_dict=HEAD_VOLUMES_DICTIONARY,
+    )
+    ds_meshes = SinkNode(
+        MeshesDataSink(base_directory=str(output_dir), source_file=image.relpath, desc=HEAD_DESC),
+        name='ds_head_meshes',
+    )
+    ds_report = _sink(
+        image,
+        output_dir,
+        'ds_report_head',
+        suffix=image.suffix,
+        desc=HEAD_DESC,
+        datatype='figures',
+    )
+    ds_render = _sink(
+        image,
+        output_dir,
+        'ds_report_skull',
+        suffix=image.suffix,
+        desc=SKULL_FIGURE_DESC,
+        datatype='figures',
+    )
+    _save(workflow, inputnode, 'out_dseg', ds_dseg, 'dseg')
+    _save(workflow, inputnode, 'out_volumes', ds_volumes, 'volumes')
+    _save(workflow, inputnode, 'out_report', ds_report, meta=False)
+    _save(workflow, inputnode, 'out_render', ds_render, meta=False)
+    # fmt: off
+    workflow.connect([
+        (inputnode, ds_meshes, [('out_meshes', 'in_files')]),
+        (ds_meshes, workflow.get_node('outputnode'), [('out_files', 'meshes')]),
+    ])
+    # fmt: on
     return workflow
 
 

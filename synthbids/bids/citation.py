@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from ..config import QC_THRESHOLD, ModelSettings
+from ..core.weights import official_entries
 from .files import write_text
 
 REFERENCES = {
@@ -25,6 +26,15 @@ REFERENCES = {
         'learning segmentation for large-scale analysis of heterogeneous clinical brain '
         'MRI datasets. Proceedings of the National Academy of Sciences. '
         '2023;120(9):e2216399120. doi:10.1073/pnas.2216399120'
+    ),
+    'marching_cubes': (
+        "Lewiner T, Lopes H, Vieira AW, Tavares G. Efficient implementation of marching cubes' "
+        'cases with topological guarantees. Journal of Graphics Tools. 2003;8(2):1-15. '
+        'doi:10.1080/10867651.2003.10487582'
+    ),
+    'taubin': (
+        'Taubin G. A signal processing approach to fair surface design. Proceedings of '
+        'SIGGRAPH 1995:351-358. doi:10.1145/218380.218473'
     ),
     'nipype': (
         'Gorgolewski K, Burns CD, Madison C, Clark D, Halchenko YO, Waskom ML, Ghosh SS. '
@@ -51,10 +61,13 @@ PUBLISHED_NAMES = {
 }
 
 
-def boilerplate(version: str, models: ModelSettings, strip_weights, seg_weights=None) -> str:
+def boilerplate(
+    version: str, models: ModelSettings, strip_weights, seg_weights=None, head_weights=None
+) -> str:
     """The methods text (Markdown) for the settings of this run; the weights are
     :class:`~synthbids.core.weights.WeightsFile` objects (``seg_weights`` None without
-    segmentation), named as what they are: official files or synthbids' own weights."""
+    segmentation, ``head_weights`` None without head tissues), named as what they are:
+    official files or synthbids' own weights."""
     text = [
         f'Results were generated with *synthbids* {version}, a re-implementation of '
         'SynthStrip and SynthSeg in PyTorch packaged as a BIDS App built on Nipype '
@@ -68,6 +81,11 @@ def boilerplate(version: str, models: ModelSettings, strip_weights, seg_weights=
         cite.insert(1, 'synthseg')
         if models.robust or models.parc or models.qc:
             cite.append('synthseg_robust')
+    if models.head and head_weights is not None:
+        text += ['', _head_paragraph(head_weights)]
+        if 'synthseg' not in cite:
+            cite.insert(1, 'synthseg')
+        cite += ['marching_cubes', 'taubin']
     text += [
         '',
         '## Copyright waiver',
@@ -118,6 +136,20 @@ def _seg_paragraph(models: ModelSettings, weights) -> str:
     return seg + ' Regional volumes were computed from the soft segmentation (posteriors).'
 
 
+def _head_paragraph(weights) -> str:
+    return (
+        'Head tissues (brain, CSF, bone, skin, eyes and other soft tissue) were labelled on '
+        'every three-dimensional anatomical image with a convolutional network of the '
+        'SynthStrip architecture [@synthstrip], trained by synthbids on synthetic images of '
+        'arbitrary contrast generated from label maps, following SynthSeg [@synthseg]; each '
+        'voxel of the input grid received its most probable class, and the volume of each '
+        f'class was computed from the class probabilities. {weights_sentence(weights)} '
+        'Closed surface meshes of the scalp, the outer and inner surfaces of the skull, and '
+        'the brain were extracted from the labels with marching cubes [@marching_cubes] and '
+        "smoothed with Taubin's volume-preserving filter [@taubin]."
+    )
+
+
 def _method(weights) -> str:
     """The model's published name only when its published weights ran."""
     kind = weights.entry.kind if weights.entry is not None else ''
@@ -134,10 +166,15 @@ def weights_sentence(weights) -> str:
         return f'The weights published by its authors were used ({weights.name}: {file}).'
     if weights.origin == 'custom':
         return f'Custom weights, not in the synthbids registry, were used ({file}).'
-    text = (
-        'The network ran with default weights trained and packaged by synthbids, not the '
-        f'weights published by its authors ({weights.name}: {file})'
-    )
+    kind = weights.entry.kind if weights.entry is not None else ''
+    if any(e.kind == kind for e in official_entries().values()):
+        text = (
+            'The network ran with default weights trained and packaged by synthbids, not the '
+            f'weights published by its authors ({weights.name}: {file})'
+        )
+    else:  # no published weights exist (the head-tissue network is synthbids' own)
+        text = f'The network ran with weights trained and packaged by synthbids ({weights.name}: '
+        text += f'{file})'
     entry = weights.entry
     if entry.accuracy:
         text += f'; their model card ({entry.card or "synthbids"}) reports {entry.accuracy}'

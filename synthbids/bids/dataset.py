@@ -11,7 +11,8 @@ from .files import write_json, write_text, write_tsv
 CODE_URL = 'https://github.com/synthbids/synthbids'
 BIDS_VERSION = '1.10.0'
 
-#: Files the BIDS schema does not describe (reports, logs, per-image tables, PET/CT extras).
+#: Files the BIDS schema does not describe (reports, logs, per-image tables, PET/CT extras,
+#: head surface meshes: BIDS 1.10 has no rule for a ``.surf.gii`` of the head, nor for STL).
 #: Each folder pattern is given in gitignore form (bids-validator) and in the fnmatch form
 #: that bidsschematools applies to full paths.
 BIDSIGNORE = (
@@ -30,6 +31,8 @@ BIDSIGNORE = (
     '*/pet/*_dseg.*',
     '*/pet/*_probseg.*',
     '*/ct/*',
+    '*_desc-head_*.surf.gii',
+    '*_desc-head_*.stl',
 )
 
 #: Every ``desc-`` label synthbids writes (BIDS 1.9 ``descriptions.tsv``). All are listed in
@@ -44,6 +47,11 @@ DESCRIPTIONS = {
     'Desikan-Killiany regions (--parc; desc-aparcaseg_dseg.tsv): labels, volumes and QC '
     'scores.',
     'brainmask': 'Report figure: the brain-mask contour over the input image (figures/).',
+    'head': 'Head tissues labelled by the synthbids head-tissue network (background, brain, '
+    'CSF, bone, skin, eyes, other soft tissue; desc-head_dseg.tsv): the labels (dseg), the '
+    'volume of each class (volumes) and the closed surface meshes built from the labels '
+    '(scalp, outerskull, innerskull, brain: .surf.gii and .stl).',
+    'skull': 'Report figure: the outer skull surface mesh, rendered from two sides (figures/).',
 }
 
 
@@ -57,7 +65,7 @@ def dataset_description(
         'Version': version,
         'CodeURL': CODE_URL,
         'Description': 'Skull stripping (SynthStrip) and whole-brain segmentation (SynthSeg) '
-        're-implemented in PyTorch.',
+        're-implemented in PyTorch, and head tissues (labels, volumes and surface meshes).',
     }
     container_type = environ.get('SYNTHBIDS_CONTAINER_TYPE')
     if container_type:

@@ -1,7 +1,8 @@
 """SynthSeg's label facts as the BIDS outputs need them (one adapter over ``core.labels``).
 
 ``desc-aseg``: SynthSeg's 32 aseg-like structures (FreeSurfer label values and names);
-``desc-aparcaseg``: the same with the cortex replaced by the 68 Desikan-Killiany parcels.
+``desc-aparcaseg``: the same with the cortex replaced by the 68 Desikan-Killiany parcels;
+``desc-head``: the seven head-tissue classes (``core.labels.HEAD_CLASSES``).
 """
 
 from __future__ import annotations
@@ -42,3 +43,12 @@ def index_of_volume_name() -> dict[str, int]:
         if value:
             out[L.name(value)] = int(value)
     return out
+
+
+def head_lookup_rows() -> list[dict]:
+    """Rows of the head-tissue ``dseg.tsv``: ``index`` (class), ``name``, ``color``."""
+    L = _labels_module()
+    return [
+        {'index': i, 'name': name, 'color': color}
+        for i, (name, color) in enumerate(zip(L.HEAD_NAMES, L.HEAD_COLORS))
+    ]

@@ -48,8 +48,19 @@ PYBIDS_NAMES = {
 #: The contrast whose derivatives carry no ``space-`` entity.
 REFERENCE_SUFFIX = 'T1w'
 
-#: Every extension a derivative can have: the images synthbids reads and writes, then text.
-EXTENSIONS = IMAGE_EXTENSIONS + ('.json', '.tsv', '.svg', '.html', '.png', '.bib', '.md')
+#: Every extension a derivative can have: the images synthbids reads and writes, surface
+#: meshes (GIfTI, STL), then text.
+EXTENSIONS = IMAGE_EXTENSIONS + (
+    '.surf.gii',
+    '.stl',
+    '.json',
+    '.tsv',
+    '.svg',
+    '.html',
+    '.png',
+    '.bib',
+    '.md',
+)
 
 
 def safe_name(text: str) -> str:

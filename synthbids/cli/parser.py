@@ -56,8 +56,9 @@ def get_parser() -> argparse.ArgumentParser:
     """The argument parser (no side effects: safe for documentation tools)."""
     p = _Parser(
         prog=PROG,
-        description='SynthStrip skull stripping and SynthSeg segmentation of every anatomical '
-        'image of a BIDS dataset, written as BIDS derivatives with visual reports.',
+        description='SynthStrip skull stripping, SynthSeg segmentation and head tissues of '
+        'every anatomical image of a BIDS dataset, written as BIDS derivatives with visual '
+        'reports.',
         epilog='Exit codes: '
         + '; '.join(f'{k} {v}' for k, v in EXIT_CODES.items())
         + '. Documentation: docs/usage.md.',
@@ -134,6 +135,7 @@ def _model_options(g) -> None:
     g.add_argument(
         '--seg-model', type=Path, metavar='FILE', help='SynthSeg weights file (or folder)'
     )
+    g.add_argument('--head-model', type=Path, metavar='FILE', help='head-tissue weights file')
     g.add_argument(
         '--border', type=float, default=1.0, metavar='MM', help='mask border in mm (default 1)'
     )
@@ -141,7 +143,8 @@ def _model_options(g) -> None:
         g,
         {
             '--no-csf': 'exclude extra-cerebral CSF from the brain mask',
-            '--no-seg': 'skull stripping only (no SynthSeg)',
+            '--no-seg': 'no SynthSeg segmentation',
+            '--no-head': 'no head tissues (labels, volumes, surface meshes)',
             '--parc': 'parcellate the cortex (desc-aparcaseg)',
             '--robust': 'SynthSeg robust (clinical scans)',
             '--fast': 'SynthSeg without test-time flipping',

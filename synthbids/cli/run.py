@@ -1,8 +1,9 @@
 """``synthbids``: the BIDS App (``synthbids bids_dir output_dir participant|group``).
 
-Participant level: index the dataset, select images, run SynthStrip and SynthSeg through a
-Nipype graph, write BIDS derivatives and one HTML report per participant. Group level: gather
-the per-image tables into ``group_volumes.tsv`` / ``group_qc.tsv`` and ``group.html``.
+Participant level: index the dataset, select images, run SynthStrip, SynthSeg and the
+head-tissue network through a Nipype graph, write BIDS derivatives and one HTML report per
+participant. Group level: gather the per-image tables into ``group_volumes.tsv`` /
+``group_qc.tsv`` and ``group.html``.
 Exit codes follow the BIDS-Apps execution spec (see ``EXIT_CODES``).
 
 The command line is read in :mod:`.parser`, turned into settings in :mod:`.settings`, and the
@@ -178,6 +179,10 @@ def _write_run_files(settings, weights) -> None:
         from ..bids.lut import lookup_rows
 
         lookup[models.seg_label] = lookup_rows(models.parc)
+    if models.head:
+        from ..bids.lut import head_lookup_rows
+
+        lookup['head'] = head_lookup_rows()
     write_dataset_files(
         ex.output_dir,
         version=ex.version,
@@ -185,7 +190,8 @@ def _write_run_files(settings, weights) -> None:
         raw_description=check_dataset(ex.bids_dir),
         lookup_tables=lookup,
     )
-    write_citation(ex.output_dir, boilerplate(ex.version, models, weights.strip, weights.seg))
+    text = boilerplate(ex.version, models, weights.strip, weights.seg, weights.head)
+    write_citation(ex.output_dir, text)
 
 
 def _process(settings, subjects) -> int:

@@ -67,9 +67,13 @@ def _models(args):
         raise UsageError(f'--border must be a finite number (got {args.border})')
     if args.no_seg and (args.parc or args.robust or args.seg_model or args.posteriors):
         raise UsageError('--no-seg cannot be combined with SynthSeg options')
+    if args.no_head and args.head_model:
+        raise UsageError('--no-head cannot be combined with --head-model')
     return ModelSettings(
         strip_model=_absolute(args.strip_model),
         seg_model=_absolute(args.seg_model),
+        head_model=_absolute(args.head_model),
+        head=not args.no_head,
         no_csf=args.no_csf,
         border=args.border,
         segment=not args.no_seg,
@@ -199,14 +203,17 @@ def _cpu_count() -> int:
 @dataclass(frozen=True)
 class RunWeights:
     """The weights a participant run uses (:class:`~synthbids.core.weights.WeightsFile`):
-    SynthStrip, SynthSeg (None without segmentation) and its companion networks."""
+    SynthStrip, SynthSeg (None without segmentation) and its companion networks, and the
+    head-tissue network (None without head tissues)."""
 
     strip: WeightsFile
     seg: WeightsFile | None = None
     companions: tuple[WeightsFile, ...] = ()
+    head: WeightsFile | None = None
 
     def all(self) -> list[WeightsFile]:
-        return [w for w in (self.strip, self.seg, *self.companions) if w is not None]
+        found = (self.strip, self.seg, *self.companions, self.head)
+        return [w for w in found if w is not None]
 
 
 def resolve_models(models):
@@ -222,13 +229,16 @@ def resolve_models(models):
             seg_path = seg.path  # a folder stays: the nodes find the companions in it
         if models.seg_model is None:
             models, companions = _resolve_companions(models)
-    weights = RunWeights(strip, seg, companions)
+    head = _resolve('head', models.head_model) if models.head else None
+    weights = RunWeights(strip, seg, companions, head)
     for w in weights.all():
         if w.warning:
             log.warning('%s: %s', w.name, w.warning)
     hashes = {'strip_sha256': strip.sha256}  # hashed once here: the nodes reuse them
     if seg is not None and seg_path == seg.path:
         hashes['seg_sha256'] = seg.sha256
+    if head is not None:
+        hashes.update(head_model=head.path, head_sha256=head.sha256)
     return replace(models, strip_model=strip.path, seg_model=seg_path, **hashes), weights
 
 
@@ -239,8 +249,15 @@ def _resolve(kind: str, explicit=None):
     try:
         return resolve(kind, explicit=explicit)
     except WeightsError as err:  # name this command's option, not synthbids-strip's
-        option = '--strip-model' if kind.startswith('strip') else '--seg-model'
-        raise WeightsError(str(err).replace('with --model', f'with {option}')) from None
+        option = OPTION_OF_KIND.get(kind.split('-')[0], '--seg-model')
+        message = str(err).replace('with --model', f'with {option}')
+        if kind == 'head' and explicit is None:
+            message += ' (or skip head tissues with --no-head)'
+        raise WeightsError(message) from None
+
+
+#: The option giving the weights of each network (model kinds by their first word).
+OPTION_OF_KIND = {'strip': '--strip-model', 'seg': '--seg-model', 'head': '--head-model'}
 
 
 def _resolve_seg(models):

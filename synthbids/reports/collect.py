@@ -14,6 +14,8 @@ from ..bids.files import read_tsv
 from ..bids.naming import SourceImage, figure_relpath, parse_name
 
 SKIPPED_FOLDERS = ('figures', 'log')
+#: ``desc-`` of the head-tissue outputs (labels, volumes, meshes).
+HEAD_DESC = 'head'
 
 
 @dataclass
@@ -29,14 +31,17 @@ class ImageOutputs:
     volumes: str | None = None
     qc: str | None = None
     seg: str | None = None  # desc- label of the segmentation
+    head_dseg: str | None = None  # head-tissue labels (desc-head)
+    head_volumes: str | None = None
+    head_meshes: list[str] = field(default_factory=list)  # .surf.gii and .stl files
     meta: dict[str, dict] = field(default_factory=dict)  # sidecar of each kind
 
     @property
     def anchor(self) -> str:
         return self.source.key
 
-    def figure(self, output_dir: Path, desc: str) -> str | None:
-        rel = figure_relpath(self.source, desc)
+    def figure(self, output_dir: Path, desc: str, extension: str = '.svg') -> str | None:
+        rel = figure_relpath(self.source, desc, extension)
         return rel if (Path(output_dir) / rel).is_file() else None
 
 
@@ -68,7 +73,27 @@ def collect_outputs(output_dir: Path, subject: str | None = None) -> list[ImageO
                 continue
             entry = found.setdefault(src, ImageOutputs(SourceImage.from_relpath(src)))
             _add(entry, output_dir, sidecar)
+    for entry in found.values():
+        _add_meshes(entry, output_dir)
     return [found[k] for k in sorted(found)]
+
+
+def _add_meshes(entry: ImageOutputs, output_dir: Path) -> None:
+    """The surface meshes beside an image's head labels (they have no sidecar): named like
+    the labels, with the surface as suffix."""
+    from ..core.head_meshes import SURFACES
+
+    if not entry.head_dseg or not entry.head_dseg.endswith('_dseg.nii.gz'):
+        return
+    dseg = Path(output_dir) / entry.head_dseg
+    prefix = dseg.name[: -len('dseg.nii.gz')]
+    for ext in ('.surf.gii', '.stl'):
+        for surface in SURFACES:  # outermost first
+            path = dseg.parent / f'{prefix}{surface}{ext}'
+            if path.is_file():
+                rel = path.relative_to(output_dir).as_posix()
+                entry.head_meshes.append(rel)
+                entry.files.append(rel)
 
 
 def _add(entry: ImageOutputs, output_dir: Path, sidecar: Path) -> None:
@@ -88,6 +113,8 @@ def _add(entry: ImageOutputs, output_dir: Path, sidecar: Path) -> None:
     }.get(suffix)
     if kind is None and entities.get('desc') == 'brain':
         kind = 'brain'
+    if kind in ('dseg', 'volumes') and entities.get('desc') == HEAD_DESC:
+        kind = f'head_{kind}'
     if kind is None:
         return
     setattr(entry, kind, rel)
@@ -103,6 +130,12 @@ def read_volumes(path: Path) -> list[dict]:
     """Rows ``{index, name, volume}`` of a per-image volume table (volume as float)."""
     _, rows = read_tsv(path)
     return [{**r, 'volume': _float(r.get('volume'))} for r in rows]
+
+
+def read_head_volumes(path: Path) -> dict[str, float | None]:
+    """``{class column: volume in mL}`` of a per-image head volume table (one row)."""
+    _, rows = read_tsv(path)
+    return {k: _float(v) for k, v in rows[0].items()} if rows else {}
 
 
 def read_qc(path: Path) -> list[dict]:

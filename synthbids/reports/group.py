@@ -1,5 +1,8 @@
 """Group level: one row per processed image in ``group_volumes.tsv`` and ``group_qc.tsv``,
-and ``group.html`` with the distributions, QC outliers and links to participant reports."""
+and ``group.html`` with the distributions, QC outliers and links to participant reports.
+
+``group_volumes.tsv`` holds the brain-mask volume, the head-tissue volumes (``head_<class>_ml``,
+mL) and the SynthSeg volumes (mm^3, ``mri_synthseg``'s names)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from .collect import (
     ImageOutputs,
     collect_outputs,
     mask_volume,
+    read_head_volumes,
     read_qc,
     read_volumes,
     select_outputs,
@@ -32,6 +36,15 @@ SHOWN_VOLUMES = (
     'right hippocampus',
     'brain-stem',
 )
+#: Head-tissue columns: ``head_<class>_ml`` (``other soft tissue``: ``other_soft_tissue``).
+HEAD_PREFIX, HEAD_UNIT = 'head_', '_ml'
+
+
+def head_column(name: str) -> str:
+    """Group column of a head-tissue class (a column of the per-image table)."""
+    return f'{HEAD_PREFIX}{name.replace(" ", "_")}{HEAD_UNIT}'
+
+
 #: Robust z-score beyond which a volume is listed as unusual.
 Z_OUTLIER = 3.5
 
@@ -52,12 +65,18 @@ def build_tables(output_dir: Path, images: list[ImageOutputs]):
     """``(volume columns, volume rows, qc columns, qc rows)``; values as floats."""
     ids = ['bids_name', *_entity_columns(images)]
     vol_names: list[str] = [BRAIN_MASK]
+    head_names: list[str] = []
     qc_names: list[str] = []
     vol_rows, qc_rows = [], []
     for image in images:
         row = _id_columns(image)
         row['seg'] = image.seg
         row[BRAIN_MASK] = mask_volume(output_dir / image.mask) if image.mask else None
+        if image.head_volumes:
+            for name, value in read_head_volumes(output_dir / image.head_volumes).items():
+                row[head_column(name)] = value
+                if head_column(name) not in head_names:
+                    head_names.append(head_column(name))
         if image.volumes:
             for v in read_volumes(output_dir / image.volumes):
                 row[v['name']] = v['volume']
@@ -75,7 +94,7 @@ def build_tables(output_dir: Path, images: list[ImageOutputs]):
             qrow['qc_min'] = min(values) if values else None
             qrow['qc_flags'] = sum(1 for v in values if v < QC_THRESHOLD)
             qc_rows.append(qrow)
-    vol_cols = ids + ['seg'] + vol_names
+    vol_cols = ids + ['seg'] + vol_names[:1] + head_names + vol_names[1:]
     qc_cols = ids + qc_names + ['qc_min', 'qc_flags']
     return vol_cols, vol_rows, qc_cols, qc_rows
 
@@ -161,6 +180,16 @@ def write_group_report(output_dir, vol_cols, vol_rows, qc_cols, qc_rows) -> Path
             xlim=(0, 1),
             xlabel='QC score',
         )
+    head_names = [c for c in vol_cols if c.startswith(HEAD_PREFIX) and c.endswith(HEAD_UNIT)]
+    head_plot = plot_strips(
+        {
+            n[len(HEAD_PREFIX) : -len(HEAD_UNIT)].replace('_', ' '): [
+                (r.get(n), r['bids_name'], _report_link(r)) for r in vol_rows
+            ]
+            for n in head_names
+        },
+        xlabel='volume (mL)',
+    )
     vol_names = [c for c in SHOWN_VOLUMES if c in vol_cols]
     vol_plot = plot_strips(
         {
@@ -205,6 +234,7 @@ def write_group_report(output_dir, vol_cols, vol_rows, qc_cols, qc_rows) -> Path
             'ses': r.get('ses'),
             'suffix': r['suffix'],
             'brain': r.get(BRAIN_MASK),
+            'bone': r.get(head_column('bone')),
             'qc_min': next(
                 (q['qc_min'] for q in qc_rows if q['bids_name'] == r['bids_name']), None
             ),
@@ -224,6 +254,8 @@ def write_group_report(output_dir, vol_cols, vol_rows, qc_cols, qc_rows) -> Path
         z_outlier=Z_OUTLIER,
         qc_plot=qc_plot,
         vol_plot=vol_plot,
+        head_plot=head_plot,
+        has_head=bool(head_names),
         qc_outliers=qc_outliers,
         vol_outliers=vol_outliers,
         has_qc=bool(qc_rows),
@@ -256,6 +288,13 @@ def _volumes_dictionary(columns) -> dict:
     for c in columns:
         if c == BRAIN_MASK:
             out[c] = {'Description': 'Volume of the SynthStrip brain mask', 'Units': 'mm^3'}
+        elif c.startswith(HEAD_PREFIX) and c.endswith(HEAD_UNIT):
+            name = c[len(HEAD_PREFIX) : -len(HEAD_UNIT)].replace('_', ' ')
+            out[c] = {
+                'Description': f'Volume of {name} from the head-tissue network (sum of the '
+                'class probabilities; desc-head_volumes.tsv)',
+                'Units': 'mL',
+            }
         elif c not in out:
             out[c] = {'Description': f'SynthSeg volume of {c}', 'Units': 'mm^3'}
     return out

@@ -2,8 +2,9 @@
 
 Assembled from the derivatives after the run (figures are linked from
 ``sub-<label>/figures/``, not embedded, so large studies stay light): a summary, one section
-per image (mask and segmentation mosaics, QC scores with flags, volumes, weights, files),
-the methods boilerplate and the errors of the run (crash files).
+per image (mask and segmentation mosaics, QC scores with flags, volumes, head tissues with the
+rendered skull surface, weights, files), the methods boilerplate and the errors of the run
+(crash files).
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from pathlib import Path
 from ..bids.citation import readable_citations
 from ..bids.files import write_text
 from ..config import QC_THRESHOLD
-from .collect import ImageOutputs, collect_outputs, mask_volume, read_qc, read_volumes
+from .collect import (
+    ImageOutputs,
+    collect_outputs,
+    mask_volume,
+    read_head_volumes,
+    read_qc,
+    read_volumes,
+)
 from .templates import render
 
 log = logging.getLogger(__name__)
@@ -112,6 +120,9 @@ def _image_section(output_dir: Path, image: ImageOutputs) -> dict:
             brain_volume = mask_volume(output_dir / image.mask)
         except Exception:  # unreadable mask: shown as missing
             brain_volume = None
+    head_volumes = {}
+    if image.head_volumes:
+        head_volumes = read_head_volumes(output_dir / image.head_volumes)
     return {
         'name': image.source.bids_name,
         'anchor': image.anchor,
@@ -121,6 +132,12 @@ def _image_section(output_dir: Path, image: ImageOutputs) -> dict:
         'mask_figure': image.figure(output_dir, 'brainmask'),
         'seg_figure': image.figure(output_dir, image.seg) if image.seg else None,
         'seg': image.seg,
+        'head': bool(image.head_dseg),
+        'head_figure': image.figure(output_dir, 'head'),
+        'skull_figure': image.figure(output_dir, 'skull', '.png'),
+        'head_volumes': [(k.replace('_', ' '), v) for k, v in head_volumes.items()],
+        'bone_volume': head_volumes.get('bone'),
+        'head_meshes': [m for m in image.head_meshes if m.endswith('.surf.gii')],
         'qc': qc,
         'n_flagged': n_flagged,
         'key_volumes': [v for v in volumes if v['name'] in KEY_VOLUMES],
@@ -133,10 +150,11 @@ def _image_section(output_dir: Path, image: ImageOutputs) -> dict:
 
 
 def _weights(image: ImageOutputs) -> list[dict]:
-    """The ``ModelWeights`` entries of the mask and segmentation sidecars, with their model
-    (``Origin``, ``Accuracy`` and ``Warning`` come from :meth:`WeightsFile.describe`)."""
+    """The ``ModelWeights`` entries of the mask, segmentation and head-label sidecars, with
+    their model (``Origin``, ``Accuracy`` and ``Warning`` come from
+    :meth:`WeightsFile.describe`)."""
     out = []
-    for kind in ('mask', 'dseg'):
+    for kind in ('mask', 'dseg', 'head_dseg'):
         meta = image.meta.get(kind, {})
         for w in meta.get('ModelWeights', []):
             out.append({'model': meta.get('ModelName', ''), **w})

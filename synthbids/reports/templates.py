@@ -16,6 +16,7 @@ def _environment():
     env = jinja2.Environment(loader=loader, autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters['volume'] = _volume
     env.filters['score'] = lambda v: 'n/a' if v is None else f'{v:.3f}'
+    env.filters['ml'] = lambda v: 'n/a' if v is None else f'{v:.1f}'
     env.globals['style'] = folder.joinpath('style.css').read_text()
     return env
 

@@ -67,3 +67,23 @@ def packaged_only(monkeypatch, tmp_path):
     monkeypatch.delenv('SYNTHBIDS_MODELS', raising=False)
     monkeypatch.delenv('FREESURFER_HOME', raising=False)
     monkeypatch.setenv('SYNTHBIDS_CACHE', str(tmp_path / 'empty-cache'))
+
+
+@pytest.fixture(scope='session')
+def tiny_head_ckpt(tmp_path_factory) -> Path:
+    """A tiny head network (:func:`tests.conftest.write_tiny_head`) for the test heads:
+    background below x = 0.1, bone between 0.1 and 0.4 (the dim shell of :func:`head`),
+    brain above (the bright ellipsoid). Labels, volumes and all four surfaces exist."""
+    from synthbids.core.labels import HEAD_CLASSES
+
+    from ..conftest import write_tiny_head
+
+    n = len(HEAD_CLASSES)
+    slope = dict.fromkeys(range(n), 0.0) | {0: -30.0, 1: 30.0}
+    bias = dict.fromkeys(range(n), -20.0) | {0: 3.0, 1: -12.0, 3: 0.0}  # 1 brain, 3 bone
+    return write_tiny_head(
+        tmp_path_factory.mktemp('tiny_head') / 'tiny_head.pt',
+        [slope[c] for c in range(n)],
+        [bias[c] for c in range(n)],
+        {'voxsize': 1.0, 'min_shape': 64},
+    )

@@ -65,13 +65,16 @@ def collect(layout, subject: str, session: str | None) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope='module')
-def derivatives(tmp_path_factory, tiny_strip_ckpt, tiny_seg_models) -> tuple[Path, Path]:
+def derivatives(
+    tmp_path_factory, tiny_strip_ckpt, tiny_seg_models, tiny_head_ckpt
+) -> tuple[Path, Path]:
     """``(bids, out)``: the e2e dataset after ``synthbids ... participant``."""
     root = tmp_path_factory.mktemp('chaining')
     bids = write_dataset(root / 'bids')
     out = root / 'derivatives' / 'synthbids'
     argv = [str(bids), str(out), 'participant', '--strip-model', str(tiny_strip_ckpt)]
     argv += ['--seg-model', str(tiny_seg_models), '--fast', '--no-qc', '-w', str(root / 'work')]
+    argv += ['--head-model', str(tiny_head_ckpt)]
     assert main([*argv, '--nprocs', '2', '--omp-nthreads', '1']) == 0
     return bids, out
 

@@ -120,6 +120,43 @@ def test_missing_default_weights_fail_with_the_weights_message(
     assert not (tmp_path / 'o').exists()
 
 
+def test_missing_head_weights(
+    bids_dataset, tmp_path, tiny_strip_ckpt, tiny_seg_models, capsys, no_packaged_weights
+):
+    """Head tissues are on by default: without weights for them the run stops before
+    anything runs, naming both ways out; --no-head runs without them."""
+    argv = participant(bids_dataset, tmp_path, '--strip-model', tiny_strip_ckpt)
+    argv += ['--seg-model', tiny_seg_models, '--boilerplate-only']
+    code, _, err = run(argv, capsys)
+    assert code == 66 and 'no head-tissue weights found' in err
+    assert '--head-model' in err and '--no-head' in err
+    code, _, err = run([*argv, '--no-head'], capsys)
+    assert code == 0, err
+    assert not (tmp_path / 'o/desc-head_dseg.tsv').exists()
+    assert 'Head tissues' not in (tmp_path / 'o/logs/CITATION.md').read_text()
+    code, _, err = run([*argv, '--no-head', '--head-model', tiny_strip_ckpt], capsys)
+    assert code == 64 and '--no-head cannot be combined with --head-model' in err
+
+
+def test_head_weights_are_resolved_once_with_their_hash(tiny_strip_ckpt, packaged_only):
+    """The main process resolves the head weights (the packaged ones by default) and hands
+    their path and SHA-256 to the nodes."""
+    from synthbids.config import ModelSettings
+
+    resolved, weights = resolve_models(ModelSettings(strip_model=tiny_strip_ckpt, segment=False))
+    assert weights.head.source == 'packaged' and weights.head.entry.kind == 'head'
+    assert resolved.head_model == weights.head.path and resolved.head_sha256 == weights.head.sha256
+    assert resolved.head_inputs() == {
+        'model': str(weights.head.path),
+        'model_sha256': weights.head.sha256,
+    }
+    assert weights.head in weights.all()
+    resolved, weights = resolve_models(
+        ModelSettings(strip_model=tiny_strip_ckpt, segment=False, head=False)
+    )
+    assert weights.head is None and resolved.head_model is None
+
+
 def test_missing_seg_weights(bids_dataset, tmp_path, tiny_strip_ckpt, capsys, no_packaged_weights):
     argv = participant(bids_dataset, tmp_path, '--strip-model', tiny_strip_ckpt)
     code, _, err = run(argv, capsys)
@@ -181,7 +218,9 @@ def test_the_toml_provenance_reads_back(bids_dataset, tmp_path, tiny_strip_ckpt)
     filters.write_text(json.dumps({'t1w': {'acquisition': None, 'run': '1'}}))
     argv = participant(bids_dataset, tmp_path, '--participant-label', '01', '02', '--mem', '8G')
     argv += ['--bids-filter-file', filters, '--strip-model', tiny_strip_ckpt, '--no-csf', '-q']
+    argv += ['--no-head']
     s = build_settings(get_parser().parse_args([str(a) for a in argv]))
+    assert s.models.head is False and tomllib.loads(to_toml(s))['models']['head'] is False
     back = from_toml(to_toml(s))
     assert back == s  # every section, types included (paths, label tuples, None in filters)
     assert back.execution.participant_label == ('01', '02') and back.execution.verbose == -1
@@ -237,7 +276,7 @@ def test_a_work_folder_that_cannot_be_created_leaves_no_output_folder(
         work = tmp_path / 'ro' / 'work'
     out = tmp_path / 'deriv' / 'synthbids'
     argv = [bids_dataset, out, 'participant', '-w', work, '--strip-model', tiny_strip_ckpt]
-    code, _, err = run([*argv, '--no-seg'], capsys)
+    code, _, err = run([*argv, '--no-seg', '--no-head'], capsys)
     problem = os.strerror(20 if where == 'under a file' else 13)  # ENOTDIR, EACCES
     assert code == 73 and err.strip().splitlines() == [
         f'synthbids: error: {work}: cannot create: {problem}'
@@ -251,7 +290,7 @@ def test_an_output_folder_that_cannot_be_created_leaves_no_work_folder(
     (tmp_path / 'a-file').write_text('')
     out, work = tmp_path / 'a-file' / 'out', tmp_path / 'new' / 'work'
     argv = [bids_dataset, out, 'participant', '-w', work, '--strip-model', tiny_strip_ckpt]
-    code, _, err = run([*argv, '--no-seg'], capsys)
+    code, _, err = run([*argv, '--no-seg', '--no-head'], capsys)
     assert code == 73 and err.strip().splitlines() == [
         f'synthbids: error: {out}: cannot create: Not a directory'
     ]
@@ -332,7 +371,7 @@ def test_default_qc_is_skipped_with_a_warning_when_no_qc_network_is_found(
     models.mkdir()
     shutil.copy(tiny_seg_h5, models / tiny_seg_h5.name)  # the 2.0 network only
     monkeypatch.setenv('SYNTHBIDS_MODELS', str(models))
-    settings = ModelSettings(strip_model=tiny_strip_ckpt, qc=True)
+    settings = ModelSettings(strip_model=tiny_strip_ckpt, qc=True, head=False)
     resolved, weights = resolve_models(settings)
     assert resolved.qc is False and resolved.segment
     assert 'no SynthSeg QC weights found' in caplog.text and '--no-qc' in caplog.text
@@ -356,6 +395,7 @@ def test_boilerplate_only_writes_the_methods_and_runs_nothing(
         '.bidsignore',
         'dataset_description.json',
         'desc-aseg_dseg.tsv',
+        'desc-head_dseg.tsv',
         'descriptions.tsv',
         'logs',
         'logs/CITATION.bib',
@@ -365,6 +405,9 @@ def test_boilerplate_only_writes_the_methods_and_runs_nothing(
     methods = (tmp_path / 'o/logs/CITATION.md').read_text()
     assert 'SynthSeg 2.0' not in methods and 'trained and packaged by synthbids' in methods
     assert '**Warning:** these weights are an early model' in methods
+    assert 'Head tissues (brain, CSF, bone' in methods and '[@marching_cubes]' in methods
+    head = json.loads((tmp_path / 'o/dataset_description.json').read_text())
+    assert 'head tissues' in head['GeneratedBy'][0]['Description']
 
     code, out, err = run([*argv, '-q'], capsys)
     assert (code, out) == (0, '') and 'early model' in err  # -q: warnings and errors only

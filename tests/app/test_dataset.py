@@ -103,7 +103,8 @@ def test_boilerplate_describes_what_ran(tmp_path):
     assert '(synthseg-robust-2.0: `synthseg_robust_2.0.h5`, SHA-256 ' in text
     paths = write_citation(tmp_path, text)
     assert [p.name for p in paths] == ['CITATION.md', 'CITATION.bib']
-    assert '@article{synthstrip,' in bibtex() and bibtex().count('@article') == 5
+    assert '@article{synthstrip,' in bibtex() and bibtex().count('\n@') + 1 == 7
+    assert 'Head tissues' not in text  # no head weights given: nothing said about them
 
 
 def test_boilerplate_names_packaged_weights_as_what_they_are():
@@ -117,6 +118,29 @@ def test_boilerplate_names_packaged_weights_as_what_they_are():
     assert f'reports {strip_card}' in text and f'reports {seg_card}' in text
     assert '**Warning:** these weights are an early model' in text
     assert text.count('**Warning:**') == 1  # the SynthStrip weights have no warning
+
+
+def test_boilerplate_describes_the_head_tissues():
+    """The head network has no published weights: its packaged weights are synthbids' own,
+    said without comparing them to published ones, with their warning while they are early;
+    the meshing methods are cited."""
+    head = packaged('head')
+    models = ModelSettings(segment=False)
+    text = boilerplate('1.2', models, packaged('strip'), None, head)
+    paragraph = next(p for p in text.split('\n\n') if p.startswith('Head tissues'))
+    assert 'SynthStrip architecture [@synthstrip]' in paragraph
+    assert 'following SynthSeg [@synthseg]' in paragraph
+    assert 'The network ran with weights trained and packaged by synthbids (' in paragraph
+    assert 'published by its authors' not in paragraph
+    assert f'`{head.path.name}`, SHA-256 {head.sha256[:12]}' in paragraph
+    assert ('**Warning:**' in paragraph) == bool(head.warning)
+    assert '[@marching_cubes]' in paragraph and '[@taubin]' in paragraph
+    for key in ('synthseg', 'marching_cubes', 'taubin'):
+        assert text.count(f'- [{key}] ') == 1
+    readable = readable_citations(text)
+    assert '(Lewiner et al., 2003)' in readable and '(Taubin, 1995)' in readable
+    no_head = ModelSettings(segment=False, head=False)
+    assert 'Head tissues' not in boilerplate('1.2', no_head, packaged('strip'), None, head)
 
 
 def test_readable_citations():

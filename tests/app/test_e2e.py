@@ -1,10 +1,10 @@
 """End to end, as a user runs it: participant, then group, on a small BIDS dataset.
 
-The networks are tiny (a threshold-wired SynthStrip; 4-feature SynthSeg 2.0 and QC networks in
-the official Keras layout, ``tests/seg_fixtures.py``), so the test measures the app under
-MultiProc as users run it: outputs and their names against the BIDS schema and the committed
-list ``tests/data/expected_outputs.txt``, reports rendered in Chromium, and reuse of every
-finished node when the same work directory is given again.
+The networks are tiny (a threshold-wired SynthStrip and head-tissue network; 4-feature SynthSeg
+2.0 and QC networks in the official Keras layout, ``tests/seg_fixtures.py``), so the test
+measures the app under MultiProc as users run it: outputs and their names against the BIDS
+schema and the committed list ``tests/data/expected_outputs.txt``, reports rendered in
+Chromium, and reuse of every finished node when the same work directory is given again.
 """
 
 from __future__ import annotations
@@ -41,12 +41,15 @@ def node_results(work: Path) -> dict[str, float]:
     }
 
 
-def test_participant_then_group(bids_dataset, tmp_path, tiny_strip_ckpt, tiny_seg_models, capsys):
+def test_participant_then_group(
+    bids_dataset, tmp_path, tiny_strip_ckpt, tiny_seg_models, tiny_head_ckpt, capsys
+):
     """Participant (twice, same work folder) then group: 3 participants, a session, T1w+T2w."""
-    participant_then_group(bids_dataset, tmp_path, tiny_strip_ckpt, tiny_seg_models, capsys)
+    models = (tiny_strip_ckpt, tiny_seg_models, tiny_head_ckpt)
+    participant_then_group(bids_dataset, tmp_path, *models, capsys)
 
 
-def participant_then_group(bids_dataset, tmp_path, strip_model, seg_model, capsys):
+def participant_then_group(bids_dataset, tmp_path, strip_model, seg_model, head_model, capsys):
     out, work = tmp_path / 'derivatives' / 'synthbids', tmp_path / 'work'
     argv = [
         str(bids_dataset),
@@ -56,6 +59,8 @@ def participant_then_group(bids_dataset, tmp_path, strip_model, seg_model, capsy
         str(strip_model),
         '--seg-model',
         str(seg_model),
+        '--head-model',
+        str(head_model),
         '--posteriors',
         '--fast',
         '-w',
@@ -68,14 +73,15 @@ def participant_then_group(bids_dataset, tmp_path, strip_model, seg_model, capsy
     before = listing(bids_dataset)
     assert main(argv) == 0, capsys.readouterr().err
     first = node_results(work)
-    assert len(first) == 6 * 11  # strip, seg, the LabelMap node and 8 datasinks per image
+    # per image: strip, seg, the LabelMap node, head; 8 SynthStrip/SynthSeg and 5 head datasinks
+    assert len(first) == 6 * (4 + 8 + 5)
 
     # a second run with the same work directory reuses every computing node
     assert main(argv) == 0, capsys.readouterr().err
     second = node_results(work)
     assert second.keys() == first.keys()
     computed = [k for k in first if not k.rsplit('/', 1)[1].startswith('ds_')]
-    assert len(computed) == 6 * 3
+    assert len(computed) == 6 * 4
     assert [k for k in computed if second[k] != first[k]] == []
     rewritten = [k for k in first if second[k] != first[k]]
     assert all(k.rsplit('/', 1)[1].startswith('ds_') for k in rewritten)  # sinks always run
@@ -150,10 +156,67 @@ def check_outputs(out: Path) -> None:
     vols = (out / 'group_volumes.tsv').read_text().splitlines()
     assert len(vols) == 1 + 6 and 'total intracranial' in vols[0].split('\t')
 
+    check_head_outputs(out)
+
     citation = (out / 'logs/CITATION.md').read_text()
     assert 'SynthStrip' in citation and 'SynthSeg' in citation and 'PNAS' not in citation
+    assert 'Head tissues (brain, CSF, bone' in citation and '[@marching_cubes]' in citation
     assert 'doi:10.1016/j.neuroimage.2022.119474' in citation
     assert 'doi:10.1073/pnas.2216399120' in citation  # QC scores
+
+
+def check_head_outputs(out: Path) -> None:
+    """Head tissues of every image: labels on the input grid with their sidecar and lookup
+    table, the volume table (mL), closed meshes of the four surfaces, the group columns."""
+    import json
+
+    import nibabel as nib
+    import trimesh
+
+    from synthbids.core.head_meshes import SURFACES
+
+    anat = out / 'sub-01/anat'
+    dseg = nib.load(anat / 'sub-01_space-T2w_desc-head_dseg.nii.gz')
+    links = json.loads((out / 'dataset_description.json').read_text())['DatasetLinks']
+    raw = nib.load(Path(links['raw'][len('file://') :]) / 'sub-01/anat/sub-01_T2w.nii.gz')
+    assert dseg.shape == raw.shape and np.allclose(dseg.affine, raw.affine)
+    assert dseg.get_data_dtype() == np.int32
+    assert set(np.unique(np.asanyarray(dseg.dataobj)).tolist()) == {0, 1, 3}  # the tiny net
+    side = json.loads((anat / 'sub-01_space-T2w_desc-head_dseg.json').read_text())
+    assert side['Sources'] == ['bids:raw:sub-01/anat/sub-01_T2w.nii.gz']
+    assert side['SpatialReference'] == 'bids:raw:sub-01/anat/sub-01_T2w.nii.gz'
+    assert side['Manual'] is False and side['ModelName'] == 'head-tissue network, custom weights'
+    (weights,) = side['ModelWeights']
+    assert weights['File'] == 'tiny_head.pt' and weights['Source'] == 'argument'
+    assert len(weights['SHA256']) == 64
+
+    lut = (out / 'desc-head_dseg.tsv').read_text().splitlines()
+    assert lut[0] == 'index\tname\tcolor' and len(lut) == 1 + 7
+    assert lut[4].split('\t')[:2] == ['3', 'Bone']
+
+    header, row = (anat / 'sub-01_desc-head_volumes.tsv').read_text().splitlines()
+    volumes = dict(zip(header.split('\t'), map(float, row.split('\t'))))
+    assert list(volumes)[:3] == ['brain', 'csf', 'bone'] and volumes['bone'] > 0
+    meta = json.loads((anat / 'sub-01_desc-head_volumes.json').read_text())
+    assert meta['bone']['Units'] == 'mL' and 'SpatialReference' not in meta
+
+    for image in ('sub-01', 'sub-01_space-T2w', 'sub-03_ses-1'):
+        folder = out / ('sub-03/ses-1/anat' if image.startswith('sub-03') else 'sub-01/anat')
+        for surface in SURFACES:
+            stem = folder / f'{image}_desc-head_{surface}'
+            points = nib.load(f'{stem}.surf.gii').agg_data('NIFTI_INTENT_POINTSET')
+            mesh = trimesh.load(f'{stem}.stl')
+            assert mesh.is_watertight and mesh.volume > 0
+            assert np.allclose(mesh.bounds, [points.min(0), points.max(0)], atol=1e-3)
+
+    columns, *rows = (out / 'group_volumes.tsv').read_text().splitlines()
+    columns = columns.split('\t')
+    at = columns.index('brain mask')
+    head = ['brain', 'csf', 'bone', 'skin', 'eyes', 'other_soft_tissue']
+    assert columns[at + 1 : at + 7] == [f'head_{c}_ml' for c in head]
+    assert all(float(r.split('\t')[columns.index('head_bone_ml')]) > 0 for r in rows)
+    group = json.loads((out / 'group_volumes.json').read_text())
+    assert group['head_bone_ml']['Units'] == 'mL'
 
 
 def check_reports(out: Path, tmp_path: Path) -> None:
@@ -163,8 +226,11 @@ def check_reports(out: Path, tmp_path: Path) -> None:
     for sub, n_images in (('01', 2), ('02', 2), ('03', 2)):
         dom = browser.dump_dom(out / f'sub-{sub}.html')
         assert f'<title>synthbids report: sub-{sub}</title>' in dom
-        states = re.findall(r'<img class="reportlet"[^>]*data-state="(\w+)"', dom)
-        assert states == ['loaded'] * (2 * n_images), states  # mask and segmentation
+        states = re.findall(r'<img class="reportlet[^"]*"[^>]*data-state="(\w+)"', dom)
+        assert states == ['loaded'] * (4 * n_images), states  # mask, segmentation, head, skull
+        assert dom.count('<img class="reportlet skull"') == n_images
+        assert dom.count('<table class="head-volumes">') == n_images
+        assert 'Head tissues (desc-head)' in dom and '_desc-head_outerskull.surf.gii' in dom
         assert 'No errors to report!' in dom
         assert dom.count('<table class="qc">') == n_images
         assert 'Hoopes' in dom and 'Billot' in dom  # the boilerplate
@@ -178,7 +244,8 @@ def check_reports(out: Path, tmp_path: Path) -> None:
 
     dom = browser.dump_dom(out / 'group.html')
     assert '<title>synthbids group report</title>' in dom
-    assert dom.count('<svg') >= 2  # QC and volume distributions
+    assert dom.count('<svg') >= 3  # QC, volume and head-tissue distributions
+    assert re.search(r'<div class="plot" id="head-plot">\s*<svg', dom)
     outliers = re.search(r'<table class="qc-outliers">(.*?)</table>', dom, re.S)
     listed = set(re.findall(r'>(sub-[^<]+)</a>', outliers.group(1))) if outliers else set()
     assert listed == flagged  # the images with a QC score below the threshold
@@ -220,6 +287,7 @@ def test_failed_node_is_reported_and_other_images_finish(
             '--strip-model',
             str(tiny_strip_ckpt),
             '--no-seg',
+            '--no-head',
             '-w',
             str(work),
             '--nprocs',
@@ -245,10 +313,11 @@ def test_failed_node_is_reported_and_other_images_finish(
 
 
 def test_default_weights_are_named_as_what_they_are(tmp_path, capsys, packaged_only):
-    """A run on the packaged default weights: the sidecars record them as packaged (not as an
-    argument the user never passed), with the early model's warning; the report and the
-    methods text never call the network plain "SynthSeg 2.0" and show the warning; with
-    --clean-workdir the work folder is gone after the successful run."""
+    """A run on the packaged default weights (SynthStrip, SynthSeg, head tissues): the sidecars
+    record them as packaged (not as an argument the user never passed), with the early
+    models' warnings; the report and the methods text never call the network plain "SynthSeg
+    2.0" and show the warnings; with --clean-workdir the work folder is gone after the
+    successful run."""
     import json
 
     from tests.app.conftest import write_dataset
@@ -262,16 +331,22 @@ def test_default_weights_are_named_as_what_they_are(tmp_path, capsys, packaged_o
 
     mask = json.loads((out / 'sub-01/anat/sub-01_desc-brain_mask.json').read_text())
     dseg = json.loads((out / 'sub-01/anat/sub-01_desc-aseg_dseg.json').read_text())
-    for meta in (mask, dseg):
+    head = json.loads((out / 'sub-01/anat/sub-01_desc-head_dseg.json').read_text())
+    for meta in (mask, dseg, head):
         (weights,) = meta['ModelWeights']
         assert weights['Source'] == 'packaged' and 'trained' in weights['Origin']
     assert 'Warning' not in mask['ModelWeights'][0]
     assert dseg['ModelWeights'][0]['Warning'].startswith('an early model')
     assert dseg['ModelName'] != 'SynthSeg 2.0' and 'synthbids' in dseg['ModelName']
+    assert 'weights trained by synthbids' in head['ModelName']
+    head_warning = head['ModelWeights'][0].get('Warning')  # while the head model is early
 
     methods = (out / 'logs/CITATION.md').read_text()
     report = browser.dump_dom(out / 'sub-01.html')
     for text in (methods, report):
         assert not re.search(r'SynthSeg 2\.0(?! network, weights trained by synthbids)', text)
         assert 'early model' in text
-    assert report.count('<div class="warning"') == 2
+    assert report.count('<div class="warning"') == 2 + 2 * bool(head_warning)
+    if head_warning:
+        assert f'these weights are {head_warning}' in methods
+    assert 'The network ran with weights trained and packaged by synthbids' in methods

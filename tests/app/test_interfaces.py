@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from synthbids.core.head_meshes import SURFACES
 from synthbids.interfaces import (
     DerivativesDataSink,
+    HeadTissues,
+    HeadTissuesRPT,
+    MeshesDataSink,
     SynthSeg,
     SynthSegRPT,
     SynthStrip,
@@ -58,7 +63,7 @@ def test_device_and_threads_do_not_change_the_hash(image, tiny_strip_ckpt):
     assert hashval(use_gpu=True, num_threads=8) == base
     assert hashval(border=2.0) != base
     assert hashval(no_csf=True) != base
-    for spec in (SynthStrip.input_spec(), SynthSeg.input_spec()):
+    for spec in (SynthStrip.input_spec(), SynthSeg.input_spec(), HeadTissues.input_spec()):
         assert spec.trait('use_gpu').nohash and spec.trait('num_threads').nohash
 
 
@@ -101,6 +106,45 @@ def test_synthseg_parcellation_and_keepgeom(image, tiny_seg_models, tmp_path, mo
     dseg = nib.load(out.outputs.out_dseg)
     assert np.array_equal(dseg.affine, nib.load(image).affine)  # the input grid
     assert 'ctx-lh-bankssts' in open(out.outputs.out_volumes).read()
+
+
+def test_head_tissues_outputs(image, tiny_head_ckpt, tmp_path, monkeypatch):
+    """Labels on the input grid and header, a one-row volume table in mL, GIfTI and STL
+    meshes of the four surfaces (scanner mm, closed), provenance, and the two reportlets."""
+    import trimesh
+
+    monkeypatch.chdir(tmp_path)
+    out = HeadTissuesRPT(in_file=str(image), model=str(tiny_head_ckpt), num_threads=1).run()
+    out = out.outputs
+    dseg, ref = nib.load(out.out_dseg), nib.load(image)
+    assert dseg.get_data_dtype() == np.int32 and dseg.shape == ref.shape
+    assert np.array_equal(dseg.affine, ref.affine) and dseg.header['sform_code'] == 2
+    labels = np.asanyarray(dseg.dataobj)
+    assert set(np.unique(labels).tolist()) == {0, 1, 3}  # the tiny net: brain and bone
+    header, row = open(out.out_volumes).read().splitlines()
+    assert header.split('\t') == ['brain', 'csf', 'bone', 'skin', 'eyes', 'other_soft_tissue']
+    volumes = dict(zip(header.split('\t'), map(float, row.split('\t'))))
+    voxel_ml = abs(np.linalg.det(ref.affine[:3, :3])) / 1000
+    for value, name in ((1, 'brain'), (3, 'bone')):  # mL, near the labelled volume (soft sums)
+        assert 0.5 < volumes[name] / ((labels == value).sum() * voxel_ml) < 2
+    assert volumes['skin'] == volumes['eyes'] == 0
+
+    names = [Path(m).name for m in out.out_meshes]
+    assert names == [f'{s}.{e}' for s in SURFACES for e in ('surf.gii', 'stl')]
+    world = nib.affines.apply_affine(ref.affine, np.argwhere(labels > 0))
+    low, high = world.min(0), world.max(0)
+    scalp = nib.load(out.out_meshes[0]).agg_data('NIFTI_INTENT_POINTSET')
+    assert np.all(scalp.min(0) > low - 1) and np.all(scalp.max(0) < high + 1)  # scanner mm
+    assert np.all(scalp.max(0) - scalp.min(0) > 0.7 * (high - low))
+    stl = trimesh.load(out.out_meshes[3])
+    assert stl.is_watertight and stl.volume > 0
+
+    weights = out.model_meta['ModelWeights'][0]
+    assert out.model_meta['ModelName'] == 'head-tissue network, custom weights'
+    assert weights['File'] == 'tiny_head.pt' and len(weights['SHA256']) == 64
+    svg = open(out.out_report).read()
+    assert '<image' in svg and '<!-- Bone -->' in svg and '<!-- Brain -->' in svg
+    assert open(out.out_render, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
 
 
 def test_datasink_names_copies_and_sidecars(tmp_path, image):
@@ -157,3 +201,25 @@ def test_datasink_names_copies_and_sidecars(tmp_path, image):
         base / 'sub-01/figures/sub-01_ses-2_run-1_desc-brainmask_T2w.svg'
     )
     assert not list(base.rglob('*.partial'))
+
+
+def test_meshes_sink_names_each_surface_after_its_source(tmp_path):
+    meshes = tmp_path / 'meshes'
+    meshes.mkdir()
+    for name in ('scalp.surf.gii', 'scalp.stl', 'outerskull.surf.gii'):
+        (meshes / name).write_text(name)
+    base = tmp_path / 'out'
+    res = MeshesDataSink(
+        base_directory=str(base),
+        source_file='sub-01/ses-2/anat/sub-01_ses-2_run-1_T2w.nii.gz',
+        in_files=sorted(str(p) for p in meshes.iterdir()),
+        desc='head',
+    ).run()
+    anat = base / 'sub-01/ses-2/anat'
+    assert sorted(res.outputs.out_files) == [
+        str(anat / 'sub-01_ses-2_run-1_space-T2w_desc-head_outerskull.surf.gii'),
+        str(anat / 'sub-01_ses-2_run-1_space-T2w_desc-head_scalp.stl'),
+        str(anat / 'sub-01_ses-2_run-1_space-T2w_desc-head_scalp.surf.gii'),
+    ]
+    assert (anat / 'sub-01_ses-2_run-1_space-T2w_desc-head_scalp.stl').read_text() == 'scalp.stl'
+    assert not list(base.rglob('*.json')) and not list(base.rglob('.*'))

@@ -185,7 +185,7 @@ class Run:
 
 
 @pytest.fixture(scope='module')
-def dataset(tmp_path_factory, tiny_strip_ckpt, tiny_seg_models):
+def dataset(tmp_path_factory, tiny_strip_ckpt, tiny_seg_models, tiny_head_ckpt):
     """A one-image dataset and the command line of a participant run on it."""
     root = tmp_path_factory.mktemp('killed')
     bids = write_dataset(root / 'bids', images=('sub-01/anat/sub-01_T1w.nii.gz',))
@@ -201,6 +201,8 @@ def dataset(tmp_path_factory, tiny_strip_ckpt, tiny_seg_models):
             str(tiny_strip_ckpt),
             '--seg-model',
             str(tiny_seg_models),
+            '--head-model',
+            str(tiny_head_ckpt),
             '--omp-nthreads',
             '1',
             '-w',

@@ -104,3 +104,29 @@ def test_names_come_from_the_path_in_the_dataset_not_the_link_target(tmp_path):
         assert (image.subject, image.session, image.datatype) == ('01', '1', 'anat')
     with pytest.raises(ValueError, match='not inside the dataset'):
         SourceImage.from_path(obj, tmp_path / 'elsewhere')
+
+
+def test_head_outputs_names_and_what_the_schema_says():
+    """The head labels are a valid BIDS dseg (top-level lookup table included); the surface
+    meshes follow BIDS' surface naming (the surface as suffix) but BIDS 1.10 has no rule for
+    head meshes, nor for STL: they are listed in .bidsignore, as the volume tables are."""
+    from fnmatch import fnmatch
+
+    from synthbids.bids.dataset import BIDSIGNORE
+
+    image = SourceImage.from_relpath('sub-01/ses-1/anat/sub-01_ses-1_T2w.nii.gz')
+    dseg = derivative_relpath(
+        image, derivative_name(image, suffix='dseg', extension='.nii.gz', desc='head')
+    )
+    assert dseg == 'sub-01/ses-1/anat/sub-01_ses-1_space-T2w_desc-head_dseg.nii.gz'
+    assert is_valid_name(dseg) and is_valid_name(dseg.replace('.nii.gz', '.json'))
+    assert is_valid_name('desc-head_dseg.tsv')
+    for ext in ('.surf.gii', '.stl'):
+        mesh = derivative_relpath(
+            image, derivative_name(image, suffix='outerskull', extension=ext, desc='head')
+        )
+        assert mesh == f'sub-01/ses-1/anat/sub-01_ses-1_space-T2w_desc-head_outerskull{ext}'
+        assert parse_name(mesh)[1:] == ('outerskull', ext)
+        assert not is_valid_name(mesh)
+        assert any(fnmatch(f'/out/{mesh}', pattern) for pattern in BIDSIGNORE)
+    assert not any(fnmatch(f'/out/{dseg}', pattern) for pattern in BIDSIGNORE)

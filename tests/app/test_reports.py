@@ -375,3 +375,126 @@ def test_mosaic_labels_are_neither_clipped_nor_over_the_cuts():
     for box in labels:
         assert frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
         assert not any(box.overlaps(cut) for cut in cuts)
+
+
+def add_head_outputs(out, bone=180.5):
+    """Head-tissue outputs of ``sub-01_T1w`` in a hand-made tree: labels with their sidecar,
+    the volume table, two meshes and the two figures."""
+    from synthbids.bids.naming import SourceImage, figure_relpath
+
+    anat = out / 'sub-01/anat'
+    src = {'Sources': ['bids:raw:sub-01/anat/sub-01_T1w.nii.gz']}
+    nib.Nifti1Image(np.ones((4, 4, 4), np.int32), np.eye(4)).to_filename(
+        anat / 'sub-01_desc-head_dseg.nii.gz'
+    )
+    (anat / 'sub-01_desc-head_dseg.json').write_text(
+        json.dumps({**src, 'Manual': False, **packaged_sidecar('head')})
+    )
+    columns = ['brain', 'csf', 'bone', 'skin', 'eyes', 'other_soft_tissue']
+    values = [1200.25, 250.0, bone, 300.0, 15.0, 500.0]
+    write_tsv(anat / 'sub-01_desc-head_volumes.tsv', columns, [dict(zip(columns, values))])
+    (anat / 'sub-01_desc-head_volumes.json').write_text(json.dumps(src))
+    for name in ('sub-01_desc-head_outerskull.surf.gii', 'sub-01_desc-head_outerskull.stl'):
+        (anat / name).write_text('')
+    source = SourceImage.from_relpath('sub-01/anat/sub-01_T1w.nii.gz')
+    for desc, ext in (('head', '.svg'), ('skull', '.png')):
+        figure = out / figure_relpath(source, desc, ext)
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        figure.write_text('')
+
+
+def test_report_has_a_head_panel(outputs):
+    """The head tissues of an image: labels figure, skull rendering, volumes in mL, the
+    meshes, the weights (with their warning while the packaged model is early), the bone
+    volume in the summary; without head outputs the image says "not run"."""
+    generate_reports(outputs, ['01'])
+    assert 'Head tissues (desc-head)' not in (outputs / 'sub-01.html').read_text()
+    add_head_outputs(outputs)
+    generate_reports(outputs, ['01'])
+    html = (outputs / 'sub-01.html').read_text()
+    assert 'Head tissues (desc-head)' in html
+    assert 'src="sub-01/figures/sub-01_desc-head_T1w.svg"' in html
+    assert 'class="reportlet skull" src="sub-01/figures/sub-01_desc-skull_T1w.png"' in html
+    table = re.search(r'<table class="head-volumes">(.*?)</table>', html, re.S).group(1)
+    assert '<td>bone</td><td class="num">180.5</td>' in table
+    assert '<td>other soft tissue</td>' in table
+    assert 'href="sub-01/anat/sub-01_desc-head_outerskull.surf.gii"' in html
+    assert '<td class="num">180.5</td>' in html.split('<table class="images">')[1]
+    head = packaged_sidecar('head')['ModelWeights'][0]
+    assert head['SHA256'] in html and 'head-tissue network' in html
+    if head.get('Warning'):
+        assert f'Warning: {head["Name"]}</strong> is {head["Warning"]}' in html
+
+
+def test_group_tables_have_head_columns(outputs):
+    """Head-tissue volumes come right after the brain mask, in mL, one column per class."""
+    add_head_outputs(outputs, bone=180.5)
+    run_group(outputs)
+    header, row = (outputs / 'group_volumes.tsv').read_text().splitlines()
+    head = ['brain', 'csf', 'bone', 'skin', 'eyes', 'other_soft_tissue']
+    assert header.split('\t') == [
+        'bids_name',
+        'sub',
+        'suffix',
+        'seg',
+        'brain mask',
+        *(f'head_{c}_ml' for c in head),
+        'total intracranial',
+        'left hippocampus',
+    ]
+    assert row.split('\t')[5:11] == ['1200.25', '250', '180.5', '300', '15', '500']
+    meta = json.loads((outputs / 'group_volumes.json').read_text())
+    assert meta['head_bone_ml']['Units'] == 'mL' and 'bone' in meta['head_bone_ml']['Description']
+    assert meta['head_other_soft_tissue_ml']['Description'].startswith(
+        'Volume of other soft tissue'
+    )
+    html = (outputs / 'group.html').read_text()
+    assert '<section id="head">' in html and '<th>Bone (mL)</th>' in html
+    assert re.search(r'id="head-plot">\s*<svg', html)
+
+
+def test_head_labels_mosaic_names_the_classes(tmp_path):
+    from synthbids.core.labels import HEAD_COLORS, HEAD_NAMES
+
+    image = nib.Nifti1Image(head(shape=(30, 30, 30)), np.eye(4))
+    labels = np.zeros((30, 30, 30), np.int32)
+    labels[5:25, 5:25, 5:25], labels[10:20, 10:20, 10:20] = 3, 1
+    svg = plot_segmentation(
+        image,
+        nib.Nifti1Image(labels, np.eye(4)),
+        tmp_path / 'h.svg',
+        dict(enumerate(HEAD_COLORS)),
+        names=dict(enumerate(HEAD_NAMES)),
+    ).read_text()
+    legend = re.findall(r'<!-- (.+?) -->', svg)
+    assert 'Bone' in legend and 'Brain' in legend and 'Left-Cerebral-White-Matter' not in legend
+
+
+def test_surface_rendering(tmp_path):
+    """A closed mesh of many faces is decimated for drawing and rendered, lit from the viewer,
+    in two views side by side (a PNG, the object bright in the middle of each view)."""
+    import trimesh
+    from PIL import Image
+
+    from synthbids.reports.reportlets import decimate_mesh, plot_message, plot_surface
+
+    sphere = trimesh.creation.icosphere(subdivisions=6, radius=80)  # 81 920 faces
+    vertices, faces = decimate_mesh(sphere.vertices, sphere.faces, 10000)
+    assert 5000 < len(faces) <= 10000 and faces.max() < len(vertices)
+    assert np.allclose(np.linalg.norm(vertices, axis=1), 80, rtol=0.05)  # still the sphere
+    assert len(decimate_mesh(vertices, faces, 10**6)[1]) == len(faces)  # small enough already
+
+    path = tmp_path / 'mesh.gii'
+    from synthbids.core.head_meshes import gifti_surface
+
+    path.write_bytes(gifti_surface(sphere).to_xml())
+    png = plot_surface(path, tmp_path / 'sphere.png', max_faces=10000, title='t')
+    pixels = np.asarray(Image.open(png).convert('L'), dtype=float)
+    height, width = pixels.shape
+    assert width == 2 * round(3.2 * 100)
+    for centre in (width // 4, 3 * width // 4):  # each view: a lit sphere on black
+        assert (
+            pixels[height // 2, centre] > 150 and pixels[height // 2, centre - width // 4 + 3] < 20
+        )
+    message = plot_message('nothing', tmp_path / 'm.png')
+    assert Image.open(message).size == (640, 100)

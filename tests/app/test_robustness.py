@@ -30,9 +30,9 @@ def run(argv, capsys):
 
 
 def strip_only(bids, out, work, strip_model, *options):
-    """A participant run with the tiny SynthStrip and no segmentation (fast)."""
+    """A participant run with the tiny SynthStrip, no segmentation and no head tissues."""
     return [bids, out, 'participant', '-w', work, '--strip-model', strip_model, '--no-seg',
-            '--nprocs', '2', *options]  # fmt: skip
+            '--no-head', '--nprocs', '2', *options]  # fmt: skip
 
 
 def files(root: Path) -> list[str]:

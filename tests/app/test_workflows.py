@@ -18,14 +18,15 @@ MODELS = {}
 @pytest.fixture(scope='module')
 def subjects(tmp_path_factory):
     root = write_dataset(tmp_path_factory.mktemp('wf') / 'bids')
-    for name in ('strip.pt', 'seg.h5'):  # weights are only hashed here, never read
+    for name in ('strip.pt', 'seg.h5', 'head.pt'):  # weights are only hashed, never read
         MODELS[name] = root.parent / name
         MODELS[name].write_bytes(name.encode())
     return collect_images(root)
 
 
 def models(**kwargs):
-    return ModelSettings(strip_model=MODELS['strip.pt'], seg_model=MODELS['seg.h5'], **kwargs)
+    paths = {'strip_model': MODELS['strip.pt'], 'seg_model': MODELS['seg.h5']}
+    return ModelSettings(**paths, head_model=MODELS['head.pt'], **kwargs)
 
 
 def settings(tmp_path, run_uuid='RUN', gpu=False, omp_nthreads=1, **options):
@@ -62,8 +63,12 @@ def test_one_workflow_per_participant_and_image(subjects, tmp_path):
     assert strip.mem_gb == 2.5 and strip.n_procs == 3 and strip.inputs.num_threads == 3
     seg = names['single_subject_01_wf.anat_T1w_wf.segmentation_wf.seg']
     assert seg.mem_gb == 4.0 and seg.n_procs == 3 and seg.inputs.qc is True
+    head = names['single_subject_03_wf.anat_ses_1_T2w_wf.head_wf.head']
+    assert head.mem_gb == 2.5 and head.n_procs == 3 and head.inputs.num_threads == 3
+    assert head.inputs.model == str(MODELS['head.pt'])
     sinks = [n for k, n in names.items() if k.rsplit('.', 1)[-1].startswith('ds_')]
-    assert len(sinks) == 6 * 7 and all(n.run_without_submitting for n in sinks)
+    # strip 3, seg 4 (with QC), head 5 (labels, volumes, meshes, two figures) per image
+    assert len(sinks) == 6 * (3 + 4 + 5) and all(n.run_without_submitting for n in sinks)
     crash = {k.split('.')[0]: n.config['execution']['crashdump_dir'] for k, n in names.items()}
     assert crash['single_subject_03_wf'] == str(tmp_path / 'out/sub-03/log/RUN')
 
@@ -87,6 +92,13 @@ def test_node_names_and_hashes_do_not_depend_on_the_run(subjects, tmp_path):
         ({'qc': False}, {'seg', 'ds_dseg', 'ds_volumes'}, {'ds_qc', 'ds_probseg'}),
         ({'posteriors': True}, {'ds_probseg', 'label_map'}, set()),
         ({'parc': True, 'robust': True}, {'ds_dseg'}, set()),
+        (
+            {},
+            {'head', 'ds_head_dseg', 'ds_head_volumes', 'ds_head_meshes', 'ds_report_skull'},
+            set(),
+        ),
+        ({'head': False}, {'seg', 'strip'}, {'head', 'ds_head_dseg', 'ds_head_meshes'}),
+        ({'segment': False, 'head': False}, {'strip'}, {'seg', 'head'}),
     ],
 )
 def test_options_shape_the_graph(subjects, tmp_path, options, present, absent):
@@ -99,6 +111,10 @@ def test_options_shape_the_graph(subjects, tmp_path, options, present, absent):
     )
     leaves = {k.rsplit('.', 1)[-1]: n for k, n in nodes_of(wf).items()}
     assert present <= leaves.keys() and not absent & leaves.keys()
+    if 'head' in leaves:
+        assert leaves['ds_head_dseg'].inputs.desc == 'head'
+        assert leaves['ds_head_meshes'].inputs.source_file == image.relpath
+        assert leaves['ds_report_skull'].inputs.datatype == 'figures'
     if options.get('parc'):
         assert leaves['ds_dseg'].inputs.desc == 'aparcaseg'
         assert leaves['seg'].mem_gb == 7.0 and leaves['seg'].inputs.robust
@@ -111,7 +127,7 @@ def test_4d_images_are_stripped_but_not_segmented(tmp_path):
     images = collect_images(root)['01']
     wf = init_single_subject_wf(subject='01', images=images, settings=settings(tmp_path))
     leaves = {k.rsplit('.', 1)[-1] for k in nodes_of(wf)}
-    assert 'strip' in leaves and 'seg' not in leaves
+    assert 'strip' in leaves and 'seg' not in leaves and 'head' not in leaves
     with pytest.raises(TypeError, match='segment_4d'):  # no knob: 4-D is never segmented
         init_single_subject_wf(
             subject='01', images=images, settings=settings(tmp_path), segment_4d=True
@@ -121,6 +137,18 @@ def test_4d_images_are_stripped_but_not_segmented(tmp_path):
 def test_strip_model_must_be_resolved(subjects, tmp_path):
     with pytest.raises(ValueError, match='resolved weights file'):
         init_anat_wf(image=subjects['01'][0], output_dir=tmp_path, models=ModelSettings())
+    unresolved = ModelSettings(strip_model=MODELS['strip.pt'], seg_model=MODELS['seg.h5'])
+    with pytest.raises(ValueError, match='head_model must be a resolved weights file'):
+        init_anat_wf(image=subjects['01'][0], output_dir=tmp_path, models=unresolved)
+
+
+def test_pet_images_get_no_head_tissues(tmp_path):
+    """Head tissues are for anatomical images: a 3-D PET image is stripped and segmented."""
+    root = write_dataset(tmp_path / 'bids', images=('sub-01/pet/sub-01_trc-FDG_pet.nii.gz',))
+    images = collect_images(root)['01']
+    wf = init_single_subject_wf(subject='01', images=images, settings=settings(tmp_path))
+    leaves = {k.rsplit('.', 1)[-1] for k in nodes_of(wf)}
+    assert {'strip', 'seg'} <= leaves and 'head' not in leaves
 
 
 def test_ct_images_are_segmented_as_ct(tmp_path):
