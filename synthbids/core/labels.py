@@ -87,7 +87,6 @@ def head_class(label: int) -> int:
     return 1  # every other label of the maps is brain (intracranial vessels and lesions too)
 
 
-
 def tissue(label: int) -> str:
     """The coarse tissue of a label (:data:`TISSUES`; unknown labels count as vessels)."""
     for name, members in TISSUES.items():
