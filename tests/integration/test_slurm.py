@@ -332,10 +332,10 @@ def test_nipype_slurm_plugin(slurm, shared_inputs, tmp_path, monkeypatch, capsys
         'sub-01_desc-aseg_volumes.tsv',
     ):
         assert (out / 'sub-01' / 'anat' / name).is_file(), name
-    # the two network steps ran as SLURM jobs (Nipype runs the output steps itself)
+    # the three network steps ran as SLURM jobs (Nipype runs the output steps itself)
     batch = [p.name for p in work.rglob('batch/batchscript_*.sh')]
     steps = sorted(name.rsplit('.', 2)[1] for name in batch)  # ..._wf.<step>.sh
-    assert steps == ['segmentation_wf_seg', 'skullstrip_wf_strip'], batch
+    assert steps == ['head_wf_head', 'segmentation_wf_seg', 'skullstrip_wf_strip'], batch
     job_ids = sorted(p.stem.split('-')[1] for p in work.rglob('batch/slurm-*.out'))
     assert len(job_ids) == 2
     for job_id in job_ids:
