@@ -129,7 +129,8 @@ class HeadTissuesRPT(HeadTissues):
         import nibabel as nib
 
         from synthbids.core import labels as L
-        from synthbids.reports.reportlets import plot_message, plot_segmentation, plot_surface
+        from synthbids.reports.reportlets import plot_segmentation
+        from synthbids.reports.surfaces import plot_message, plot_surface
 
         result, volume = self._in_memory
         cwd = Path(runtime.cwd)

@@ -476,7 +476,7 @@ def test_surface_rendering(tmp_path):
     import trimesh
     from PIL import Image
 
-    from synthbids.reports.reportlets import decimate_mesh, plot_message, plot_surface
+    from synthbids.reports.surfaces import decimate_mesh, plot_message, plot_surface
 
     sphere = trimesh.creation.icosphere(subdivisions=6, radius=80)  # 81 920 faces
     vertices, faces = decimate_mesh(sphere.vertices, sphere.faces, 10000)
