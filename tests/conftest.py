@@ -75,6 +75,18 @@ def golden_strip_ckpts(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+def carry_image(net) -> None:
+    """Zero a 2-feature SynthStrip-layout network except identity taps that carry the
+    normalised image through the first encoder level and the tail to the last convolution's
+    channel 0 (the tiny test networks then only set that convolution)."""
+    for p in net.parameters():
+        p.zero_()
+    net.encoder[0][0].conv.weight[0, 0, 1, 1, 1] = 1
+    net.encoder[0][1].conv.weight[0, 0, 1, 1, 1] = 1
+    net.remaining[0].conv.weight[0, 2, 1, 1, 1] = 1  # channel 0 of the level-0 skip
+    net.remaining[1].conv.weight[0, 0, 1, 1, 1] = 1
+
+
 @pytest.fixture(scope='session')
 def tiny_strip_ckpt(tmp_path_factory) -> Path:
     """A 2-feature SynthStrip (official key names) wired to threshold intensity.
@@ -89,12 +101,7 @@ def tiny_strip_ckpt(tmp_path_factory) -> Path:
 
     net = StripUNet(encoder=[[2, 2]] * 6, decoder=[[2, 2]] * 6, tail=[2, 2, 1])
     with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        net.encoder[0][0].conv.weight[0, 0, 1, 1, 1] = 1
-        net.encoder[0][1].conv.weight[0, 0, 1, 1, 1] = 1
-        net.remaining[0].conv.weight[0, 2, 1, 1, 1] = 1  # channel 0 of the level-0 skip
-        net.remaining[1].conv.weight[0, 0, 1, 1, 1] = 1
+        carry_image(net)
         net.remaining[2].conv.weight[0, 0, 1, 1, 1] = -10
         net.remaining[2].conv.bias[0] = 5
     path = tmp_path_factory.mktemp('tiny') / 'tiny_strip.pt'
@@ -115,12 +122,7 @@ def write_tiny_head(path: Path, slope, bias, conform: dict) -> Path:
     n = len(HEAD_CLASSES)
     net = StripUNet(encoder=[[2, 2]] * 6, decoder=[[2, 2]] * 6, tail=[2, 2, n])
     with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        net.encoder[0][0].conv.weight[0, 0, 1, 1, 1] = 1
-        net.encoder[0][1].conv.weight[0, 0, 1, 1, 1] = 1
-        net.remaining[0].conv.weight[0, 2, 1, 1, 1] = 1  # channel 0 of the level-0 skip
-        net.remaining[1].conv.weight[0, 0, 1, 1, 1] = 1
+        carry_image(net)
         for c in range(n):
             net.remaining[2].conv.weight[c, 0, 1, 1, 1] = slope[c]
             net.remaining[2].conv.bias[c] = bias[c]
