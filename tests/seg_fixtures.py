@@ -30,10 +30,30 @@ def _unet(in_channels: int, n_labels: int, width: int = 4, kernel: int = 3, merg
     return SegUNet(in_channels, n_labels, enc, dec, merges=merges, kernel=kernel).eval()
 
 
+#: Right-hemisphere labels that share the band of their left counterpart in
+#: :func:`banded_network` (``twins=TWINS``).
+TWINS = {41: 2, 42: 3, 43: 24}
+#: How strongly the intensity gradient along the first axis decides between twins.
+TWIN_GAIN = 30.0
+
+
 def tiny_seg_network(v1: bool = False) -> SegUNet:
     """4-feature SynthSeg whose labels are intensity bands (module docstring)."""
-    labels = L.seg_labels(v1)
+    return banded_network(L.seg_labels(v1))
+
+
+def banded_network(labels, twins=None) -> SegUNet:
+    """4-feature network over ``labels`` (channel order) whose labels are the intensity
+    bands of :data:`BANDS`. Each label of ``twins`` shares the band of its value, and the
+    intensity gradient along the first axis, g = I(x + 1) - I(x), decides between the two
+    (the twin where g > 0): left and right labels that swap when the image is mirrored, as a
+    real network's do, and a flip average that changes the result (forward and backward
+    differences)."""
+    labels = list(labels)
     net = _unet(1, len(labels))
+    bands = dict(BANDS)
+    for lab, twin in (twins or {}).items():
+        bands[lab] = BANDS[twin]
     with torch.no_grad():
         for p in net.parameters():
             p.zero_()
@@ -44,12 +64,22 @@ def tiny_seg_network(v1: bool = False) -> SegUNet:
         net.down[0][1].conv.weight[0, 0, c, c, c] = 1
         net.up[-1][0].conv.weight[0, 0, c, c, c] = 1  # channel 0 of the level-0 skip
         net.up[-1][1].conv.weight[0, 0, c, c, c] = 1
+        if twins:  # channel 1 carries I(x + 1) the same way
+            net.down[0][0].conv.weight[1, 0, c + 1, c, c] = 1
+            net.down[0][1].conv.weight[1, 1, c, c, c] = 1
+            net.up[-1][0].conv.weight[1, 1, c, c, c] = 1
+            net.up[-1][1].conv.weight[1, 1, c, c, c] = 1
         net.likelihood.bias[:] = -20
-        for lab, (slope, intercept) in BANDS.items():
+        for lab, (slope, intercept) in bands.items():
             if lab in labels:
                 i = labels.index(lab)
                 net.likelihood.weight[i, 0, 0, 0, 0] = 3 * slope
                 net.likelihood.bias[i] = 3 * intercept
+        for lab, twin in (twins or {}).items():
+            if lab in labels and twin in labels:
+                for i, sign in ((labels.index(lab), 1), (labels.index(twin), -1)):
+                    net.likelihood.weight[i, 0, 0, 0, 0] -= sign * TWIN_GAIN
+                    net.likelihood.weight[i, 1, 0, 0, 0] += sign * TWIN_GAIN
     return net
 
 
@@ -88,3 +118,24 @@ def write_tiny_models(folder: Path) -> Path:
     write_keras_h5(tiny_parc_network(), folder / 'synthseg_parc_2.0.h5', prefix='unet_parc_')
     write_keras_h5(tiny_qc_network(), folder / 'synthseg_qc_2.0.h5', prefix='qc_')
     return folder
+
+
+# --------------------------------------------------------------------------- Photo-SynthSeg
+
+
+def write_photo_lists(folder: Path, variant: str, labels, names, topology) -> dict[str, Path]:
+    """Photo-SynthSeg's three ``.npy`` lists (``variant`` ``both`` or ``single``), written
+    with their official names into ``folder``, entry for entry as given."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lists = {
+        'segmentation_labels': np.asarray(labels, dtype=np.int32),
+        'segmentation_names': np.asarray(names, dtype=str),
+        'topological_classes': np.asarray(topology, dtype=np.int32),
+    }
+    paths = {}
+    for what, values in lists.items():
+        paths[what] = folder / f'synthseg_{what}_photo_{variant}_1.0.npy'
+        np.save(paths[what], values)
+    return paths

@@ -4,6 +4,10 @@
 downloads, checks size and SHA-256, and publishes the file atomically into the user cache
 (``$SYNTHBIDS_CACHE`` or ``~/.cache/synthbids/models``), so that later runs (also on offline
 compute nodes sharing that folder) find it.
+
+Some weights need small companion files beside them (Photo-SynthSeg's ``.npy`` label lists,
+which have no download address of their own): ``list``, ``fetch`` and ``verify`` say when
+they are missing.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ def cmd_list(args) -> int:
     for entry in W.registry().values():
         found = F.locate(entry)
         where = f'{found[0][0]}: {found[0][1]}' if found else '-'
+        if found and entry.missing_companions(found[0][1]):
+            where += f' (missing beside it: {", ".join(entry.missing_companions(found[0][1]))})'
         size = f'{entry.bytes / 1e6:.1f} MB' if entry.bytes else ''
         rows.append((entry.name, entry.kind, entry.file, size, where))
     widths = [
@@ -96,7 +102,19 @@ def cmd_fetch(args) -> int:
             failed += 1
             continue
         print(f'\r{entry.name}: {path} (verified)'.ljust(70))
+        _say_missing_companions(entry, path)
     return 1 if failed else 0
+
+
+def _say_missing_companions(entry: W.RegistryEntry, path) -> bool:
+    """Print which companion files ``path`` still needs beside it; True if any."""
+    missing = entry.missing_companions(path)
+    if missing:
+        print(
+            f'{entry.name}: also needs {", ".join(missing)} beside {path} (copy them from the '
+            'models folder of FreeSurfer, which has no separate download for them)'
+        )
+    return bool(missing)
 
 
 def _progress(name):
@@ -123,6 +141,7 @@ def cmd_verify(args) -> int:
             checked += 1
             bad += not ok
             print(f'{"OK " if ok else "BAD"} {entry.name} ({source}) {path}: {message}')
+            bad += _say_missing_companions(entry, path)
         if args.names and not F.locate(entry):
             print(f'--- {entry.name}: not found')
             bad += 1

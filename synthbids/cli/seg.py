@@ -5,6 +5,8 @@
 (``<name>_synthseg.nii.gz``, ``_posteriors``, ``_resampled``) and one CSV for every subject;
 for a text file, text files listing one output per input. The networks are loaded once.
 A bad image among several is reported and skipped; the exit status is then non-zero.
+Also ``mri_synthseg``'s later flags: ``--photo`` (Photo-SynthSeg), ``--autocrop`` and
+``--addctab`` (a FreeSurfer colour table embedded in ``.mgz`` segmentations).
 """
 
 from __future__ import annotations
@@ -58,6 +60,22 @@ def get_parser() -> argparse.ArgumentParser:
         type=int,
         metavar='N',
         help='only analyse a centred patch of this size (1 or 3 values, rounded up to 32)',
+    )
+    p.add_argument(
+        '--autocrop',
+        action='store_true',
+        help='only analyse the box around the non-background voxels (not with --crop)',
+    )
+    p.add_argument(
+        '--photo',
+        metavar='left|right|both',
+        help='Photo-SynthSeg: a 3-D reconstructed stack of coronal dissection photographs of '
+        'one cerebral hemisphere or both (not with --robust, --v1, --ct, --qc)',
+    )
+    p.add_argument(
+        '--addctab',
+        action='store_true',
+        help="embed FreeSurfer's colour lookup table in .mgz/.mgh segmentations",
     )
     p.add_argument(
         '--threads', type=int, metavar='N', help='number of CPU threads (default: all cores)'
@@ -256,15 +274,23 @@ def _prepare_folders(plan: Plan) -> None:
 
 
 def _run(args) -> int:
+    from ..core import seg_photo as photo
     from ..core.errors import InputError, UsageError
     from ..core.seg_preprocess import parse_crop
 
+    if args.photo is not None:
+        photo.check_options(
+            args.photo, robust=args.robust, v1=args.v1, ct=args.ct, qc=args.qc is not None
+        )
     if args.robust and args.v1:
         raise UsageError('--v1 cannot be used with --robust (the robust model is 2.0 only)')
+    if args.autocrop and args.crop is not None:
+        raise UsageError('--autocrop cannot be used with --crop')
     try:
         options = dict(
             fast=args.fast,
             crop=parse_crop(args.crop),
+            autocrop=args.autocrop,
             ct=args.ct,
             keepgeom=args.keepgeom,
             parc_compat=args.parc_compat,
@@ -278,13 +304,18 @@ def _run(args) -> int:
 
     from ..core import seg_tables as T
     from ..core.imageio import load_volume
+    from ..core.seg_ctab import default_table, is_mgh
     from ..core.segment import load_seg_model, segment_file
 
-    model = None
+    if args.addctab and not all(is_mgh(p) for p in plan.seg):
+        log.warning('--addctab: NIfTI segmentations carry no colour table; only .mgz/.mgh do')
+    if args.photo is not None:
+        print(f'{photo.VERSION} (--photo {args.photo})', flush=True)
+    model = ctab = None
     tables: dict[Path, list] = {}
 
     def work(i, src):
-        nonlocal model
+        nonlocal model, ctab
         volume = load_volume(src, max_dims=5, fdata=True)  # bad input fails fast
         if model is None:
             model = load_seg_model(
@@ -295,11 +326,20 @@ def _run(args) -> int:
                 qc=plan.qc[0] is not None,
                 device=device,
                 low_memory=args.low_memory,
+                photo=args.photo,
             )
             print_weights(model.weights, device)
+            if args.addctab:
+                ctab = default_table(dict(zip(model.labels, model.names)))
         seg, post, resampled = plan.seg[i], plan.post[i], plan.resample[i]
         result, _ = segment_file(
-            volume, model, seg, posteriors=post, resampled=resampled, **options
+            volume,
+            model,
+            seg,
+            posteriors=post,
+            resampled=resampled,
+            ctab=ctab if is_mgh(seg) else None,
+            **options,
         )
         written = [seg, post, resampled if result.resampled is not None else None]
         subject = T.subject_name(src)

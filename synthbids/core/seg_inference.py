@@ -1,5 +1,9 @@
 """Running SynthSeg's networks on the padded 1 mm input: test-time flip, fast and robust
-modes, and the inputs of the parcellation and QC networks as ``mri_synthseg`` makes them."""
+modes, and the inputs of the parcellation and QC networks as ``mri_synthseg`` makes them.
+
+Photo-SynthSeg of one hemisphere has no flip to average: its networks run as ``--fast`` does
+(postprocessing is still the full one unless ``--fast`` is given); for a right hemisphere the
+input is mirrored along the first axis and every output mirrored back (:func:`mirror`)."""
 
 from __future__ import annotations
 
@@ -72,12 +76,24 @@ def run_networks(model: SegModel, image: np.ndarray, fast: bool) -> _Raw:
     post = np.empty((len(model.labels), *image.shape), dtype=np.float32)
     if model.robust:
         _robust(model, x, post)
-    elif fast:
+    elif fast or model.flip_indices is None:
         return _fast(model, x, post)
     else:
         _flip_averaged(model, x, post)
     index = argmax_channels(post) if model.parc is not None or model.qc is not None else None
     return _Raw(post, index, index)
+
+
+def mirror(raw: _Raw) -> _Raw:
+    """Mirror network outputs along the first spatial axis, in place (channel by channel, so
+    that the posteriors are never copied whole)."""
+    for c in range(raw.posteriors.shape[0]):
+        np.copyto(raw.posteriors[c], raw.posteriors[c, ::-1].copy())
+    if raw.parc_index is not None:
+        raw.parc_index = np.ascontiguousarray(raw.parc_index[::-1])
+    if raw.qc_index is not None:
+        raw.qc_index = np.ascontiguousarray(raw.qc_index[::-1])
+    return raw
 
 
 def _writer(post: np.ndarray):
@@ -164,8 +180,17 @@ def run_parcellation(
     model: SegModel, prepared: Prepared, parc_index: np.ndarray, seg: np.ndarray
 ) -> np.ndarray:
     """Replace cortex labels of ``seg`` (unpadded aligned grid) by parcels; returns the
-    per-parcel posterior sums."""
-    x = parcellation_input(model, prepared.image, parc_index)
+    per-parcel posterior sums. A mirrored model (right hemisphere) runs the network on the
+    mirrored input and mirrors each output slab back."""
     sink = ParcellationSink(seg, prepared.pad_idx)
+    if model.mirrored:
+        depth = prepared.image.shape[0]
+        image = np.ascontiguousarray(prepared.image[::-1])
+        x = parcellation_input(model, image, np.ascontiguousarray(parc_index[::-1]))
+        model.predict(
+            model.parc, x, lambda a, b, p: sink(depth - b, depth - a, p.cpu().flip(2)), smooth=True
+        )
+        return sink.sums
+    x = parcellation_input(model, prepared.image, parc_index)
     model.predict(model.parc, x, lambda a, b, p: sink(a, b, p.cpu()), smooth=True)
     return sink.sums

@@ -4,6 +4,8 @@
 
 ``model`` is a weights file or a folder of official file names; the companion networks
 (parcellation, QC) come from the same file when it holds them, else from the same search.
+Photo-SynthSeg (``photo=``) runs the standard network with the label lists found beside its
+weights (:mod:`.seg_photo`).
 Every call converts fresh networks (no module-level cache): a model loaded for one device
 never shares parameters with another. Networks trained by synthbids on a coarser grid
 (``voxsize`` in the file's metadata) run inside the 1 mm pipeline (:func:`predict_coarse`).
@@ -20,10 +22,12 @@ import numpy as np
 import torch
 
 from . import labels as L
+from . import seg_photo as P
 from .errors import SynthbidsError, WeightsError
 from .qc_net import QCNet
 from .seg_keras import build_qc, build_unet, prefixes_in, read_keras_meta, read_keras_weights
 from .seg_nets import SegUNet
+from .seg_photo import PhotoLists
 from .seg_preprocess import DIVISOR
 from .weights import WeightsFile, official_entries, resolve
 
@@ -45,6 +49,7 @@ class SegModel:
     device: torch.device = field(default_factory=lambda: torch.device('cpu'))
     low_memory: bool = False  # recompute full-resolution skips instead of keeping them
     voxsize: float = 1.0  # grid the networks work on (weights trained by synthbids: e.g. 2 mm)
+    photo: PhotoLists | None = None  # Photo-SynthSeg: its labels, names, classes and pairs
 
     def predict(self, net: SegUNet, x: torch.Tensor, sink, **kwargs) -> None:
         factor = int(round(self.voxsize))
@@ -66,12 +71,36 @@ class SegModel:
         return self.unet2 is not None
 
     @property
-    def flip_indices(self) -> list[int]:
+    def flip_indices(self) -> list[int] | None:
+        """Channel of each label's left/right counterpart for the flip average; None when
+        there is none to do (Photo-SynthSeg of a single hemisphere)."""
+        if self.photo is not None:
+            return None if self.photo.flip is None else list(self.photo.flip)
         return L.flip_indices(self.labels)
 
     @property
     def topology(self) -> list[int]:
+        if self.photo is not None:
+            return list(self.photo.topology)
         return [L.TOPOLOGY_CLASS[lab] for lab in self.labels]
+
+    @property
+    def names(self) -> list[str]:
+        """Volume-table name of each output channel (background first)."""
+        if self.photo is not None:
+            return list(self.photo.names)
+        return [L.name(lab) for lab in self.labels]
+
+    @property
+    def total_volume(self) -> bool:
+        """Whether the volumes start with the total intracranial volume (2.0 does; 1.0 and
+        Photo-SynthSeg do not)."""
+        return not (self.v1 or self.photo is not None)
+
+    @property
+    def mirrored(self) -> bool:
+        """Photo-SynthSeg of a right hemisphere: mirrored before the network, back after."""
+        return self.photo is not None and self.photo.mirrored
 
     @property
     def qc_lut(self) -> np.ndarray:
@@ -127,6 +156,7 @@ def load_seg_model(
     low_memory: bool = False,
     warn: bool = True,
     sha256: str | None = None,
+    photo: str | None = None,
 ) -> SegModel:
     """Resolve, read and convert the SynthSeg networks a run needs, once.
 
@@ -135,16 +165,25 @@ def load_seg_model(
     weights are searched in the documented order (:mod:`.weights`). ``low_memory`` trades about
     20 % of the time for ~20 % less peak memory. ``warn`` logs the warning of early packaged
     weights (a caller that already said it passes False); ``sha256``, the known hash of the
-    ``model`` file, saves hashing it again.
+    ``model`` file, saves hashing it again. ``photo`` (``left``, ``right`` or ``both``) loads
+    Photo-SynthSeg, whose label lists must sit beside its weights (:mod:`.seg_photo`).
     """
+    if photo is not None:
+        P.check_options(photo, robust=robust, v1=v1, qc=qc)
     if robust and v1:
         raise SynthbidsError('--v1 cannot be used with --robust (the robust model is 2.0 only)')
-    main = _resolve(_KEYS['robust' if robust else 'v1' if v1 else 'seg'], model, sha256)
+    key = P.kind(photo) if photo else _KEYS['robust' if robust else 'v1' if v1 else 'seg']
+    main = _resolve(key, model, sha256)
     main_weights = _weights_of(main)
-    labels = L.seg_labels(v1)
+    lists = P.read_lists(main.path, photo) if photo else None
+    labels = lists.labels if lists else L.seg_labels(v1)
     prefixes = ('unet_', 'l2l_', 'unet2_') if robust else ('unet_',)
     nets = [_network(main, main_weights, prefix) for prefix in prefixes]
-    _check_labels(nets[-1], labels, v1, main)
+    _check_labels(nets[-1], labels, v1, main, lists)
+    if lists is not None and lists.flip is None and parc and warn:
+        log.warning(
+            'the flag --parc is not well tested with single hemispheres (--photo %s)', photo
+        )
     used = [main]
     companion = _Companions(model, main, main_weights, used)
     parc_net = companion.network('seg-parc', 'unet_parc_') if parc else None
@@ -177,12 +216,19 @@ def load_seg_model(
         device=device,
         low_memory=low_memory,
         voxsize=float(read_keras_meta(main.path).get('voxsize', 1.0)),
+        photo=lists,
     )
 
 
-def _check_labels(final: SegUNet, labels, v1: bool, wf: WeightsFile) -> None:
+def _check_labels(final: SegUNet, labels, v1: bool, wf: WeightsFile, photo=None) -> None:
     if final.n_labels == len(labels):
         return
+    if photo is not None:
+        raise WeightsError(
+            f'network predicts {final.n_labels} labels, the Photo-SynthSeg label list beside '
+            f'it has {len(labels)}',
+            wf.path,
+        )
     hint = ' (SynthSeg 1.0 weights? use --v1)' if final.n_labels == 32 else ''
     hint = ' (SynthSeg 2.0 weights? drop --v1)' if final.n_labels == 33 and v1 else hint
     raise WeightsError(

@@ -113,13 +113,18 @@ def sequential_sum(values: np.ndarray, start: float = 0.0, chunk: int = 1 << 22)
 # --------------------------------------------------------------------------- volumes
 
 
-def seg_volume_names(labels: Sequence[int], v1: bool, parc: bool) -> list[str]:
-    """Column names of the volume table, in ``mri_synthseg``'s order."""
-    names = [] if v1 else [L.TOTAL_NAME]
-    names += [L.name(lab) for lab in labels[1:]]
+def seg_volume_names(
+    labels: Sequence[int], v1: bool, parc: bool, names: Sequence[str] | None = None
+) -> list[str]:
+    """Column names of the volume table, in ``mri_synthseg``'s order. ``v1``: no total
+    (1.0 and Photo-SynthSeg); ``names``: one per label when not SynthSeg's own."""
+    if names is None:
+        names = [L.name(lab) for lab in labels]
+    out = [] if v1 else [L.TOTAL_NAME]
+    out += list(names[1:])
     if parc:
-        names += [L.parc_name(lab) for lab in L.PARC_LABELS[1:]]
-    return names
+        out += [L.parc_name(lab) for lab in L.PARC_LABELS[1:]]
+    return out
 
 
 def compute_volumes(
@@ -129,15 +134,18 @@ def compute_volumes(
     v1: bool,
     parc_sums: np.ndarray | None = None,
     parc_compat: bool = False,
+    names: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Volumes in mm^3 (3 decimals) from the posterior sums, ordered like the CSV columns,
-    with the reference's arithmetic (float32 unless the sums are float64).
+    with the reference's arithmetic (float32 unless the sums are float64). ``v1``: no total
+    intracranial volume first; ``names``: the labels' names (default: SynthSeg's).
 
     Parcel volumes are the parcels' posterior sums rescaled to the cortex: per hemisphere to
     the left (3) and right (42) cortex volume. ``parc_compat`` reproduces ``mri_synthseg``
     up to FreeSurfer 7.4, which rescales all parcels together to the volume at the indices of
     labels 3 and 42 minus one: the cerebral white matter for 2.0 (the total column shifts the
-    vector), the cortex for 1.0.
+    vector), the cortex for 1.0. A cortex label the network lacks (Photo-SynthSeg of one
+    hemisphere) counts as an empty cortex.
     """
     labels = list(labels)
     volumes = np.asarray(seg_sums[1:])
@@ -146,20 +154,18 @@ def compute_volumes(
     if parc_sums is not None:
         parc = np.asarray(parc_sums[1:])
         if parc_compat:
-            idx = [labels.index(3), labels.index(42)]
+            idx = [labels.index(lab) for lab in L.CORTEX if lab in labels]
             parc = _rescale(parc, np.sum(volumes[[i - 1 for i in idx]]))
         else:
             left = np.array([lab < 2000 for lab in L.PARC_LABELS[1:]])
+            cortex = [seg_sums[labels.index(lab)] if lab in labels else 0 for lab in L.CORTEX]
             parc = np.concatenate(
-                [
-                    _rescale(parc[left], seg_sums[labels.index(3)]),
-                    _rescale(parc[~left], seg_sums[labels.index(42)]),
-                ]
+                [_rescale(parc[left], cortex[0]), _rescale(parc[~left], cortex[1])]
             )
         volumes = np.concatenate([volumes, parc])
     scale = np.prod(np.asarray(im_res, dtype=np.float32))
     volumes = np.round(volumes * scale.astype(volumes.dtype), 3)
-    names = seg_volume_names(labels, v1, parc_sums is not None)
+    names = seg_volume_names(labels, v1, parc_sums is not None, names)
     return {n: round(float(v), 3) for n, v in zip(names, volumes)}
 
 

@@ -8,6 +8,8 @@
 3. Alignment to RAS by permuting and flipping axes (no interpolation).
 4. Optional centre crop (sizes rounded up to multiples of 32), optional CT clip to [0, 80].
 5. Linear rescaling of [0.5th, 99.5th] percentiles (all voxels) to [0, 1], with clipping.
+   ``autocrop`` then crops to the box of rescaled voxels above 0 (later FreeSurfer's
+   ``--autocrop``: sizes rounded up to multiples of 32, the box centred in them).
 6. Zero padding to multiples of 32, at least 128 (or the crop size) per axis.
 
 The result keeps everything postprocessing needs to put the labels back on the output grid.
@@ -23,7 +25,7 @@ import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 from scipy.ndimage import gaussian_filter
 
-from .errors import InputError
+from .errors import InputError, UsageError
 from .imageio import Volume, require_head_size
 
 log = logging.getLogger(__name__)
@@ -201,6 +203,29 @@ def crop_indices(shape, crop_sizes, divisor: int = DIVISOR) -> list[int]:
     return starts + stops
 
 
+def autocrop_indices(data: np.ndarray, divisor: int = DIVISOR) -> list[int] | None:
+    """``--autocrop``'s box ([start x3, stop x3]) around the voxels of ``data`` (the rescaled
+    image) above 0, or None if there are none.
+
+    Per axis: size = max - min + 2, rounded up to a multiple of ``divisor``; start = min -
+    floor((size - (max - min + 2)) / 2), at least 0; stop = start + size, at most the shape.
+    """
+    inside = data > 0
+    if not inside.any():
+        return None
+    starts, stops = [], []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(inside.any(axis=other))
+        low, high = int(present[0]), int(present[-1])
+        extent = high - low + 2
+        size = ceil_to(extent, divisor)
+        start = max(low - (size - extent) // 2, 0)
+        starts.append(start)
+        stops.append(min(start + size, data.shape[axis]))
+    return starts + stops
+
+
 def rescale(data: np.ndarray) -> np.ndarray:
     """Clip to the [0.5, 99.5] percentiles (all voxels) and map that range to [0, 1]."""
     lo = np.percentile(data, 0.5)
@@ -221,10 +246,18 @@ def pad_indices(shape, min_pad, divisor: int = DIVISOR) -> tuple[list[int], list
     return starts + [s + n for s, n in zip(starts, shape)], margins
 
 
-def preprocess(volume: Volume, crop=None, ct: bool = False, divisor: int = DIVISOR) -> Prepared:
+def preprocess(
+    volume: Volume,
+    crop=None,
+    ct: bool = False,
+    divisor: int = DIVISOR,
+    autocrop: bool = False,
+) -> Prepared:
     """Network input for ``volume`` (see the module docstring). ``divisor``: what the padded
     (and cropped) sizes must be multiples of; networks on a coarser grid need more than 32."""
     crop_sizes = parse_crop(crop)
+    if autocrop and crop_sizes is not None:
+        raise UsageError('--autocrop cannot be used with --crop')
     data = image_data(volume)
     lo, hi = data.min(), data.max()
     if lo == hi:
@@ -248,6 +281,13 @@ def preprocess(volume: Volume, crop=None, ct: bool = False, divisor: int = DIVIS
     if ct:
         data = np.clip(data, 0, 80)
     data = rescale(data)
+    if autocrop:
+        crop_idx = autocrop_indices(data, divisor)
+        if crop_idx is None:
+            raise InputError(
+                volume.path, '--autocrop found no voxel above the 0.5th intensity percentile'
+            )
+        data = data[tuple(slice(crop_idx[i], crop_idx[i + 3]) for i in range(3))]
     pad_idx, margins = pad_indices(data.shape, crop_sizes or [MIN_PAD] * 3, divisor)
     image = np.pad(data.astype(np.float32), margins)
     return Prepared(

@@ -5,10 +5,12 @@
 >>> result.labels, result.volumes['total intracranial'], result.qc
 
 The pipeline is FreeSurfer's ``mri_synthseg`` (2.0, 1.0 with ``v1``, the robust cascade,
-parcellation, QC): loading in :mod:`.seg_model`, preprocessing in :mod:`.seg_preprocess`,
-networks in :mod:`.seg_nets` run by :mod:`.seg_inference` (official Keras weights converted
-by :mod:`.seg_keras`), postprocessing in :mod:`.seg_postprocess`. :func:`segment_file` runs
-one image and writes its files: ``synthbids-seg`` and the BIDS App both call it.
+parcellation, QC, Photo-SynthSeg with ``photo=``): loading in :mod:`.seg_model`,
+preprocessing in :mod:`.seg_preprocess`, networks in :mod:`.seg_nets` run by
+:mod:`.seg_inference` (official Keras weights converted by :mod:`.seg_keras`), postprocessing
+in :mod:`.seg_postprocess`, Photo-SynthSeg's label lists in :mod:`.seg_photo`. :func:`segment_file`
+runs one image and writes its files (with ``ctab``, a FreeSurfer colour table embedded in
+``.mgz`` label images, :mod:`.seg_ctab`): ``synthbids-seg`` and the BIDS App both call it.
 
 Test-time augmentation (default) averages the blurred posteriors of
 the image and of its left-right flip; ``fast`` keeps only the first; the robust cascade runs
@@ -24,10 +26,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import UsageError
 from .geometry import sample_nearest
-from .imageio import OutputSet, Volume, image_on_grid, load_volume
-from .seg_inference import run_networks, run_parcellation, run_qc
+from .imageio import OutputSet, Volume, image_on_grid, load_volume, split_ext
+from .seg_ctab import ColorTable, is_mgh, write_mgh
+from .seg_inference import mirror, run_networks, run_parcellation, run_qc
 from .seg_model import SegModel, load_seg_model
+from .seg_photo import refuse as photo_refuse
 from .seg_postprocess import (
     argmax_channels,
     channel_sums,
@@ -72,12 +77,21 @@ def segment(
     keepgeom: bool = False,
     posteriors: bool = False,
     parc_compat: bool = False,
+    autocrop: bool = False,
 ) -> SegResult:
-    """Segment ``image`` (a path or a :class:`Volume` read with ``fdata=True``)."""
+    """Segment ``image`` (a path or a :class:`Volume` read with ``fdata=True``).
+    ``autocrop``: analyse only the box around the non-background voxels (not with ``crop``)."""
+    if autocrop and crop is not None:
+        raise UsageError('--autocrop cannot be used with --crop')
+    if ct and model.photo is not None:
+        raise photo_refuse('--ct')
     volume = image if isinstance(image, Volume) else load_volume(image, max_dims=5, fdata=True)
-    prepared = preprocess(volume, crop=crop, ct=ct, divisor=model.divisor)
+    prepared = preprocess(volume, crop=crop, ct=ct, divisor=model.divisor, autocrop=autocrop)
     fast = fast or model.robust
-    raw = run_networks(model, prepared.image, fast)
+    if model.mirrored:
+        raw = mirror(run_networks(model, np.ascontiguousarray(prepared.image[::-1]), fast))
+    else:
+        raw = run_networks(model, prepared.image, fast)
     cleaned = clean_posteriors(raw.posteriors, prepared.pad_idx, model.topology, fast)
     seg = np.asarray(model.labels, dtype=LABEL_DTYPE)[argmax_channels(cleaned)]
     float64 = prepared.crop_idx is not None  # the reference pastes crops into float64 arrays
@@ -90,7 +104,13 @@ def segment(
     if model.parc is not None:
         parc_sums = run_parcellation(model, prepared, raw.parc_index, seg)
     volumes = compute_volumes(
-        sums, model.labels, prepared.im_res, model.v1, parc_sums, parc_compat=parc_compat
+        sums,
+        model.labels,
+        prepared.im_res,
+        not model.total_volume,
+        parc_sums,
+        parc_compat=parc_compat,
+        names=model.names,
     )
     labels = _to_output_grid(seg, prepared, fill=0)
     affine = prepared.affine
@@ -142,16 +162,25 @@ def segment_file(
     *,
     posteriors: str | os.PathLike | None = None,
     resampled: str | os.PathLike | None = None,
+    ctab: ColorTable | None = None,
     **options,
 ) -> tuple[SegResult, Volume]:
     """Segment one image (a path or a :class:`Volume` read with ``fdata=True``) and write its
     label image, and optionally its posteriors and the image resampled to 1 mm (written only
-    when the input was resampled), all or nothing. ``options`` are :func:`segment`'s.
-    Returns the result and the input volume (for reports drawn from memory)."""
+    when the input was resampled), all or nothing. ``ctab`` is embedded in a ``.mgz``/``.mgh``
+    label image (``--addctab``; NIfTI files get none, as FreeSurfer's Python writer does).
+    ``options`` are :func:`segment`'s. Returns the result and the input volume (for reports
+    drawn from memory)."""
     volume = image if isinstance(image, Volume) else load_volume(image, max_dims=5, fdata=True)
     result = segment(volume, model, posteriors=posteriors is not None, **options)
     with OutputSet() as staged:
-        staged.add(image_on_grid(result.labels, volume, result.affine, seg), seg)
+        labels = image_on_grid(result.labels, volume, result.affine, seg)
+        if ctab is not None and is_mgh(seg):
+            staged.add_written(seg, lambda tmp: write_mgh(labels, tmp, ctab), split_ext(seg)[1])
+        else:
+            if ctab is not None:
+                log.warning('%s: NIfTI files carry no colour table; use .mgz for --addctab', seg)
+            staged.add(labels, seg)
         if posteriors is not None:
             grid = result.posteriors_affine
             staged.add(image_on_grid(result.posteriors, volume, grid, posteriors), posteriors)

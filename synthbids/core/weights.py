@@ -35,6 +35,8 @@ KIND_NAMES = {
     'seg-robust': 'SynthSeg robust',
     'seg-parc': 'SynthSeg parcellation',
     'seg-qc': 'SynthSeg QC',
+    'seg-photo-both': 'Photo-SynthSeg 1.0 (both hemispheres)',
+    'seg-photo-single': 'Photo-SynthSeg 1.0 (single hemisphere)',
     'head': 'head-tissue',
 }
 
@@ -54,6 +56,15 @@ class RegistryEntry:
     card: str | None = None
     warning: str = ''  # said whenever these weights are used (packaged early models)
     accuracy: str = ''  # packaged weights: what their model card measured, in one line
+    companions: tuple[str, ...] = ()  # files that must sit beside it (Photo-SynthSeg's lists)
+
+    def __post_init__(self):
+        object.__setattr__(self, 'companions', tuple(self.companions))
+
+    def missing_companions(self, path: str | os.PathLike) -> list[str]:
+        """The companion files absent from the folder of ``path``."""
+        folder = Path(path).parent
+        return [name for name in self.companions if not (folder / name).is_file()]
 
 
 @dataclass(frozen=True)
