@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     p.add_argument('--quick', action='store_true', help='T1w/T2w/CT at 1 mm and 5 mm only')
     p.add_argument('--out', type=Path, default=HERE / 'results')
     p.add_argument('--picture', type=Path, help='head: PNG of the Colin27 labels')
+    p.add_argument('--no-colin27', action='store_true', help='held-out maps only')
     args = p.parse_args(argv)
 
     import torch
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
         'date': time.strftime('%Y-%m-%d %H:%M'),
     }
     ch2 = Path('/usr/share/mricron/templates/ch2.nii.gz')
-    if ch2.exists():
+    if ch2.exists() and not args.no_colin27:
         if head:
             result['colin27'] = head_on_colin27(model, ch2, args.picture)
             print('Colin27:', json.dumps(result['colin27']), flush=True)

@@ -2,6 +2,7 @@
 
     synthbids-train strip --maps ../shared/data/label_maps --out runs/strip --steps 20000
     synthbids-train strip --out runs/strip --steps 30000        # resume the same run longer
+    synthbids-train resume campaigns/head                       # continue with its own options
     synthbids-train export runs/strip/best.pt synthbids/data/weights/synthbids_strip.pt
 
 The last ``--val-maps`` maps (sorted by name) are held out of training and used only for
@@ -129,8 +130,7 @@ def get_parser() -> argparse.ArgumentParser:
             action='store_true',
             help='keep batch-norm statistics fixed, as at inference (fine-tuning seg nets)',
         )
-        t.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
-        t.add_argument('-t', '--threads', type=int, help='CPU threads for training')
+        _add_run_options(t)
         t.add_argument('--cache', type=Path, help='cache of downsampled maps (default: OUT)')
         t.add_argument(
             '--init',
@@ -139,6 +139,19 @@ def get_parser() -> argparse.ArgumentParser:
             help="start a new run from exported .pt weights or a run's state.pt (fine-tuning)",
         )
         t.add_argument('-v', '--verbose', action='count', default=1)
+    r = sub.add_parser(
+        'resume',
+        help="continue a run with the options it recorded (a campaign's one command)",
+    )
+    r.add_argument('run', type=Path, help='run folder with run.json and state.pt')
+    r.add_argument('--steps', type=int, help='total iterations (default: recorded)')
+    r.add_argument('--lr', type=float, help='default: recorded')
+    for name in RESUMED:
+        if name not in ('steps', 'lr', 'threads', 'workers'):
+            r.add_argument('--' + name.replace('_', '-'), type=int, help='default: recorded')
+    r.add_argument('--workers', type=int, help='data-generating processes (default: recorded)')
+    _add_run_options(r, threads_default=None)
+    r.add_argument('-v', '--verbose', action='count', default=1)
     e = sub.add_parser('export', help='copy deployable weights, optionally as float16')
     e.add_argument('source', type=Path, help='best.pt or last.pt of a (strip or head) run')
     e.add_argument('dest', type=Path)
@@ -147,11 +160,67 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_run_options(p, threads_default=None) -> None:
+    """Options of where and how long a run runs this time (never part of its recipe)."""
+    p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    p.add_argument('-t', '--threads', type=int, default=threads_default, help='CPU threads')
+    p.add_argument(
+        '--time-limit',
+        type=float,
+        metavar='MINUTES',
+        help='save and stop after this much wall time (short GPU jobs); resume continues',
+    )
+
+
+#: training options recorded in run.json under "options", which ``resume`` reuses
+RESUMED = (
+    'steps',
+    'lr',
+    'warmup',
+    'val_every',
+    'val_samples',
+    'save_every',
+    'workers',
+    'threads',
+)
+
+
+def resume_argv(args) -> list[str]:
+    """The task command line that continues ``args.run``: its recorded options, each one
+    given to ``resume`` replacing the recorded value."""
+    from ..core.errors import SynthbidsError
+
+    recipe_path = args.run / 'run.json'
+    if not recipe_path.exists():
+        raise SynthbidsError(f'{recipe_path}: no such file; resume needs a run folder')
+    try:
+        recipe = json.loads(recipe_path.read_text())
+        task = recipe['task']
+    except (ValueError, KeyError, TypeError):
+        raise SynthbidsError(f'{recipe_path}: not a synthbids-train run record') from None
+    options = {'lr': recipe.get('lr'), **recipe.get('options', {})}
+    argv = [task, '--out', str(args.run), '--device', args.device]
+    for name in RESUMED:
+        value = getattr(args, name)
+        value = options.get(name) if value is None else value
+        if value is not None:
+            argv += ['--' + name.replace('_', '-'), str(value)]
+    if args.time_limit is not None:
+        argv += ['--time-limit', str(args.time_limit)]
+    return argv + ['-v'] * (args.verbose - 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging(args.verbose)
     if args.task == 'export':
         return run_main(PROG, lambda: _export(args), verbose=args.verbose > 1)
+    if args.task == 'resume':
+        resumed = run_main(PROG, lambda: resume_argv(args), verbose=args.verbose > 1)
+        if isinstance(resumed, int):
+            return resumed
+        print(f'{PROG} {" ".join(resumed)}', flush=True)
+        return main(resumed)
     return run_main(PROG, lambda: _train(args), verbose=args.verbose > 1)
 
 
@@ -224,8 +293,14 @@ def _train(args) -> int:
     task = task_cls(name=args.task, tables=tables, voxsize=args.voxsize, net_config=net)
     cache = args.cache or args.out / 'maps-cache'
     gconf = GeneratorConfig.for_task(args.task, crop=tuple(args.crop), context=task.context)
-    generator = SynthGenerator(load_label_maps(train_files, args.voxsize, cache), gconf)
-    val_generator = SynthGenerator(load_label_maps(val_files, args.voxsize, cache), gconf)
+    # samples are drawn on the GPU when it trains and no worker processes draw them
+    gen_device = device if args.workers == 0 else 'cpu'
+    generator = SynthGenerator(
+        load_label_maps(train_files, args.voxsize, cache), gconf, device=gen_device
+    )
+    val_generator = SynthGenerator(
+        load_label_maps(val_files, args.voxsize, cache), gconf, device=gen_device
+    )
     recipe = {
         'task': args.task,
         'maps': [str(p) for p in files],
@@ -237,6 +312,7 @@ def _train(args) -> int:
         'lr': args.lr,
         'seed': args.seed,
         'generator': vars(gconf),
+        'options': {name: getattr(args, name) for name in RESUMED},
         'version': __version__,
     }
     # every TrainConfig field that is also an option (steps, lr, seed, warmup, init, ...)

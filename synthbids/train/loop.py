@@ -40,6 +40,7 @@ class TrainConfig:
     init: Path | None = None  # exported weights to start a new run from
     clip: float = 5.0  # gradient-norm clipping (no normalisation layers: keeps Adam stable)
     freeze_bn: bool = False  # batch norm in inference mode while training (see train_mode)
+    time_limit: float | None = None  # minutes of wall time, then save and stop (GPU jobs)
 
 
 class Progress:
@@ -193,6 +194,23 @@ def load_matching(net: torch.nn.Module, weights: dict, path: Path) -> str:
     return f'{len(same)} of {len(own)} tensors; new: {", ".join(fresh)}'
 
 
+def _logged_step(line: str) -> float:
+    """The step of a history row; a row cut short by a kill counts as never logged."""
+    head = line.split('\t', 1)[0]
+    return int(head) if head.isdigit() and line.endswith('\n') else math.inf
+
+
+def trim_history(history: Path, step: int) -> None:
+    """Drop the rows logged after the saved ``step`` (a run killed between two saves): the
+    resumed run logs those steps again, and each step keeps one row per kind."""
+    lines = history.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if _logged_step(line) <= step]
+    if len(kept) < len(lines):
+        tmp = history.with_suffix('.tmp')
+        tmp.write_text(''.join(kept))
+        os.replace(tmp, history)
+
+
 def train(
     task: Task,
     generator: SynthGenerator,
@@ -202,7 +220,9 @@ def train(
     device: torch.device,
     recipe: dict,
 ) -> dict:
-    """Train ``task`` until ``config.steps``; resumes from ``out/state.pt`` when present."""
+    """Train ``task`` until ``config.steps`` (or ``config.time_limit`` minutes after the call);
+    resumes from ``out/state.pt`` when present."""
+    t_called = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -224,6 +244,8 @@ def train(
     history = out / 'history.tsv'
     if not history.exists():
         history.write_text('step\tkind\tvalue\tseconds\n')
+    else:
+        trim_history(history, step)
 
     val = validation_set(task, val_generator, config.val_samples)
     metric, higher = task.select
@@ -256,8 +278,14 @@ def train(
         pin_memory=device.type == 'cuda',
     )
     batches = iter(loader)
+    deadline = None if config.time_limit is None else t_called + 60 * config.time_limit
     try:
         while step < config.steps and not stop['now']:
+            if deadline is not None and time.perf_counter() > deadline:
+                log.info(
+                    'time limit of %g min reached at step %d; saving', config.time_limit, step
+                )
+                break
             lr = config.lr * min(1.0, (step + 1) / config.warmup) if config.warmup else config.lr
             for group in opt.param_groups:
                 group['lr'] = lr
