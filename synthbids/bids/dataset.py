@@ -20,6 +20,8 @@ BIDSIGNORE = (
     'logs/',
     '*/logs/*',
     '*/figures/*',
+    'viewer/',
+    '*/viewer/*',
     '*/log/*',
     '*_volumes.tsv',
     '*_volumes.json',

@@ -2,9 +2,9 @@
 
 Assembled from the derivatives after the run (figures are linked from
 ``sub-<label>/figures/``, not embedded, so large studies stay light): a summary, one section
-per image (mask and segmentation mosaics, QC scores with flags, volumes, head tissues with the
-rendered skull surface, weights, files), the methods boilerplate and the errors of the run
-(crash files).
+per image (mask and segmentation mosaics, head tissues with the rendered skull surface, the
+interactive viewer (:mod:`.viewer`), QC scores with flags, volumes, weights, files), the
+methods boilerplate and the errors of the run (crash files).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .collect import (
     read_volumes,
 )
 from .templates import render
+from .viewer import bundle_manifest, install_bundle, write_image_viewer
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def generate_subject_report(
     images = collect_outputs(output_dir, subject)
     log_dir = _log_dir(output_dir, subject, run_uuid)
     sections = [_image_section(output_dir, image) for image in images]
+    bundle = _add_viewers(output_dir, subject, images, sections)
     flagged = sum(s['n_flagged'] for s in sections)
     settings = ''
     if log_dir is not None and (log_dir / 'synthbids.toml').is_file():
@@ -100,6 +102,8 @@ def generate_subject_report(
         'warnings': _warnings(sections),
         'errors': _errors(log_dir, work_dir),
         'settings': settings,
+        'viewer_bundle': bundle,
+        'viewer_version': bundle_manifest()['version'],
     }
     out = output_dir / f'sub-{subject}.html'
     write_text(out, render('subject.html.j2', **context))
@@ -147,6 +151,22 @@ def _image_section(output_dir: Path, image: ImageOutputs) -> dict:
         'settings': settings,
         'files': image.files,
     }
+
+
+def _add_viewers(output_dir: Path, subject: str, images, sections) -> str | None:
+    """Write each image's viewer data (``section['viewer']``) and the NiiVue bundle; the
+    bundle's path, or None when no viewer could be written (the figures remain)."""
+    for image, section in zip(images, sections):
+        section['viewer'] = write_image_viewer(output_dir, image)
+    if not any(s['viewer'] for s in sections):
+        return None
+    try:
+        return install_bundle(output_dir)
+    except Exception as err:  # no viewer without NiiVue; the report keeps its figures
+        log.warning('report viewer of sub-%s left out: %s', subject, err)
+        for section in sections:
+            section['viewer'] = None
+        return None
 
 
 def _weights(image: ImageOutputs) -> list[dict]:

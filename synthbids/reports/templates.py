@@ -18,6 +18,7 @@ def _environment():
     env.filters['score'] = lambda v: 'n/a' if v is None else f'{v:.3f}'
     env.filters['ml'] = lambda v: 'n/a' if v is None else f'{v:.1f}'
     env.globals['style'] = folder.joinpath('style.css').read_text()
+    env.globals['viewer_js'] = folder.joinpath('viewer.js').read_text()
     return env
 
 
