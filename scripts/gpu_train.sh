@@ -2,7 +2,7 @@
 # Train a committed campaign in short jobs on a remote GPU machine that has PyTorch but no
 # network, no synthbids install and no ../shared (see docs/training.md, "The GPU recipe").
 #
-#   bash scripts/gpu_train.sh prepare                  # here: fill .gpu/ (label maps, wheels)
+#   bash scripts/gpu_train.sh prepare campaigns/head   # here: fill .gpu/ (map caches, wheels)
 #   bash scripts/gpu_train.sh job campaigns/head       # there: resume, train, save -> $OUT
 #   bash scripts/gpu_train.sh job campaigns/head --final   # ... and export + evaluate
 #   bash scripts/gpu_train.sh collect FILES_AT campaigns/head   # here: unpack the results
@@ -13,30 +13,55 @@
 #
 # Settings (environment): MINUTES, DEVICE (cuda; cpu for the dry run), WORKERS (0: samples
 # drawn on the GPU; N: drawn by N CPU processes), THREADS, STEPS (a new total), EVAL_ARGS
-# (extra weights_eval.py options, e.g. --quick), EVAL_MINUTES (kept for the final job's
+# (extra weights_eval.py options, e.g. --quick), GPU_DIR (default .gpu), WHEELS (0: prepare
+# downloads none), EVAL_MINUTES (kept for the final job's
 # evaluation, default 4), PYTHON (default python3: the device's, which has PyTorch),
 # OUT (result folder; the device sets it).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
+gpu=${GPU_DIR:-$here/.gpu}  # what a device run carries (ignored by git)
 cmd=${1:-}
 shift || true
 
 die() { echo "gpu_train.sh: error: $*" >&2; exit 2; }
 
 prepare() {
-  # label maps (the device has no ../shared) and the wheels the device image lacks
-  local maps="${MAPS:-$here/../shared/data/label_maps}"
-  [ -d "$maps" ] || die "$maps: no label maps folder (set MAPS)"
-  mkdir -p "$here/.gpu/maps" "$here/.gpu/wheels"
-  cp -u "$maps"/*.nii.gz "$here/.gpu/maps/"
+  # per campaign, its cache of downsampled maps (the device has no ../shared; 2 MB instead of
+  # the maps' 29 MB), and the wheels the device image lacks
+  [ $# -gt 0 ] || die "give the campaigns to carry (e.g. campaigns/head campaigns/seg)"
   local py="${PYTHON:-$here/.venv/bin/python}"
   [ -x "$py" ] || py=python3
+  mkdir -p "$gpu/cache" "$gpu/wheels"
+  local campaign name
+  for campaign in "$@"; do
+    [ -f "$campaign/run.json" ] || die "$campaign/run.json: no such file"
+    campaign=$(cd "$campaign" && pwd)
+    name=$(basename "$campaign")
+    (cd "$here" && PYTHONPATH="$here" "$py" - "$campaign" "$gpu") <<'PY'
+import json, sys
+from pathlib import Path
+from synthbids.synth.labelmaps import load_label_maps
+run = Path(sys.argv[1])
+recipe = json.loads((run / 'run.json').read_text())
+load_label_maps(recipe['maps'], recipe['voxsize'], run / 'maps-cache')  # fills the cache
+# the held-out maps themselves, for the final job's whole-pipeline evaluation
+held_out = [m for m in recipe['maps'] if Path(m).name in recipe['val_maps']]
+print('\n'.join(held_out), file=open(Path(sys.argv[2]) / f'heldout-{run.name}.txt', 'w'))
+PY
+    mkdir -p "$gpu/heldout"
+    xargs -a "$gpu/heldout-$name.txt" cp -t "$gpu/heldout/"
+    rm "$gpu/heldout-$name.txt"
+    rm -rf "$gpu/cache/$name"
+    cp -r "$campaign/maps-cache" "$gpu/cache/$name"
+  done
   # nibabel is the one import of training and evaluation missing from the device image
-  local nib
-  nib=$("$py" -c 'import nibabel; print(nibabel.__version__)')
-  "$py" -m pip download -q --no-deps --only-binary=:all: -d "$here/.gpu/wheels" "nibabel==$nib"
-  du -sh "$here/.gpu"
+  if [ "${WHEELS:-1}" = 1 ]; then
+    local nib
+    nib=$("$py" -c 'import nibabel; print(nibabel.__version__)')
+    "$py" -m pip download -q --no-deps --only-binary=:all: -d "$gpu/wheels" "nibabel==$nib"
+  fi
+  du -sh "$gpu"
   echo "carry .gpu in each device run: bash scripts/gpu_train.sh job CAMPAIGN"
 }
 
@@ -56,16 +81,17 @@ job() {
   local out="${OUT:?set OUT to the result folder}"
   mkdir -p "$out"
   local t0=$SECONDS py=${PYTHON:-python3}
-  # the wheels the image lacks, the label maps where the campaign's recipe recorded them
-  if ls .gpu/wheels/*.whl >/dev/null 2>&1 && ! "$py" -c 'import nibabel' 2>/dev/null; then
+  # the wheels the image lacks
+  if ls "$gpu"/wheels/*.whl >/dev/null 2>&1 && ! "$py" -c 'import nibabel' 2>/dev/null; then
     "$py" -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu-site \
-      .gpu/wheels/*.whl
+      "$gpu"/wheels/*.whl
     export PYTHONPATH="/tmp/gpu-site${PYTHONPATH:+:$PYTHONPATH}"
   fi
   export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
-  if [ -d .gpu/maps ] && [ ! -e ../shared/data/label_maps ]; then
-    mkdir -p ../shared/data
-    ln -s "$here/.gpu/maps" ../shared/data/label_maps
+  local name
+  name=$(basename "$campaign")
+  if [ -d "$gpu/cache/$name" ] && [ ! -d "$campaign/maps-cache" ]; then
+    cp -r "$gpu/cache/$name" "$campaign/maps-cache"  # read in place of the absent maps
   fi
   local minutes=${MINUTES:-8}
   local threads=${THREADS:-$(nproc)}
@@ -90,14 +116,17 @@ job() {
   if [ "$final" = 1 ]; then
     local task best
     task=$("$py" -c "import json; print(json.load(open('$campaign/run.json'))['task'])")
-    best=$(ls "$campaign"/best.* | head -1)
+    # best.* is written when validation improves (a campaign may carry none: see its docs)
+    best=$(ls "$campaign"/best.* "$campaign"/last.* 2>/dev/null | head -1)
     case "$task" in
       strip-nocsf) eval_task=(--task strip --no-csf) ;;
       *) eval_task=(--task "$task") ;;
     esac
+    local held=()
+    if ls "$gpu"/heldout/*.nii.gz >/dev/null 2>&1; then held=(--maps "$gpu"/heldout/*.nii.gz); fi
     # shellcheck disable=SC2086
     "$py" benchmarks/weights_eval.py "${eval_task[@]}" --model "$best" --threads "$threads" \
-      --out "$campaign/eval" ${EVAL_ARGS:-} 2>&1 | tee "$out/eval.log" || true
+      --out "$campaign/eval" "${held[@]}" ${EVAL_ARGS:-} 2>&1 | tee "$out/eval.log" || true
     [ -d "$campaign/eval" ] && files+=(eval)
   fi
   tar -C "$campaign" -czf - "${files[@]}" | split -b 15m -d - "$out/result.tgz.part"
@@ -140,5 +169,5 @@ case "$cmd" in
   prepare) prepare "$@" ;;
   job) job "$@" ;;
   collect) collect "$@" ;;
-  *) die "usage: gpu_train.sh prepare | job CAMPAIGN [--final] | collect FILES_AT CAMPAIGN" ;;
+  *) die "usage: gpu_train.sh prepare CAMPAIGN... | job CAMPAIGN [--final] | collect FILES_AT CAMPAIGN" ;;
 esac

@@ -224,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     return run_main(PROG, lambda: _train(args), verbose=args.verbose > 1)
 
 
-def _map_files(sources) -> list[Path]:
+def _map_files(sources, cache: Path | None = None, voxsize: float = 0.0) -> list[Path]:
+    """The label-map files of ``sources`` (files or folders), sorted by name; a missing file
+    is kept when ``cache`` holds its downsampled copy (a campaign carried without its maps)."""
     from ..core.errors import SynthbidsError
+    from ..synth.labelmaps import cached_copy
 
     files = []
     for src in sources:
@@ -234,7 +237,7 @@ def _map_files(sources) -> list[Path]:
             files += sorted(
                 p for p in src.iterdir() if p.name.endswith(('.nii.gz', '.nii', '.mgz'))
             )
-        elif src.exists():
+        elif src.exists() or cached_copy(src, cache, voxsize) is not None:
             files.append(src)
         else:
             raise SynthbidsError(f'{src}: no such label map or folder')
@@ -277,7 +280,8 @@ def _train(args) -> int:
     args.freeze_bn = args.freeze_bn or bool(previous and previous.get('freeze_bn'))
     if not sources:
         raise SynthbidsError('give --maps (no earlier run in the output folder)')
-    files = _map_files(sources)
+    cache = args.cache or args.out / 'maps-cache'
+    files = _map_files(sources, cache, args.voxsize)
     if len(files) <= args.val_maps:
         raise SynthbidsError(f'{len(files)} maps: need more than --val-maps {args.val_maps}')
     train_files, val_files = files[: -args.val_maps or None], files[-args.val_maps :]
@@ -291,7 +295,6 @@ def _train(args) -> int:
     tables = label_tables()
     task_cls = {'head': HeadTask, 'seg': SegTask}.get(args.task, StripTask)
     task = task_cls(name=args.task, tables=tables, voxsize=args.voxsize, net_config=net)
-    cache = args.cache or args.out / 'maps-cache'
     gconf = GeneratorConfig.for_task(args.task, crop=tuple(args.crop), context=task.context)
     # samples are drawn on the GPU when it trains and no worker processes draw them
     gen_device = device if args.workers == 0 else 'cpu'

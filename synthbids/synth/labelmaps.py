@@ -134,11 +134,27 @@ class LabelMap:
     voxsize: float
 
 
+def cached_copy(path, cache: Path | None, voxsize: float) -> Path | None:
+    """The cached downsampled copy of a map that is not on this machine (a GPU job carries a
+    campaign's cache, not the 29 MB of maps): the one ``.npz`` of its name at ``voxsize`` for
+    1 mm maps. The content key cannot be checked without the map: the cache is trusted."""
+    if cache is None or Path(path).exists():
+        return None
+    stem = Path(path).name.split('.')[0]
+    found = sorted(Path(cache).glob(f'{stem}-*-x{int(round(voxsize))}.npz'))
+    return found[0] if len(found) == 1 else None
+
+
 def load_label_maps(paths, voxsize: float = 2.0, cache: Path | None = None) -> list[LabelMap]:
     """Read maps, convert to indices and downsample to ``voxsize`` (an integer multiple of the
-    maps' 1 mm); results are cached as ``.npz`` keyed by file content."""
+    maps' 1 mm); results are cached as ``.npz`` keyed by file content. A map missing here is
+    read from its cached copy (:func:`cached_copy`)."""
     maps = []
     for path in sorted(Path(p) for p in paths):
+        carried = cached_copy(path, cache, voxsize)
+        if carried is not None:
+            maps.append(LabelMap(path.name, np.load(carried)['indices'], voxsize))
+            continue
         img = nib.load(path)
         zoom = float(img.header.get_zooms()[0])
         factor = int(round(voxsize / zoom))

@@ -91,16 +91,25 @@ def gpu_script(*argv, env=None, check=True):
 
 
 def test_gpu_recipe_dry_run_on_cpu_trains_evaluates_and_collects(maps, tmp_path):  # noqa: F811
-    """The GPU recipe with tiny settings on the CPU: a job resumes a campaign, trains, saves
-    and returns its state as archive parts; the final job also evaluates; collect puts the
-    results back into the campaign and refuses an older state."""
+    """The GPU recipe with tiny settings on the CPU. ``prepare`` carries the campaign's map
+    cache and held-out maps; a job on a machine without the maps resumes the campaign, trains,
+    saves and returns its state as archive parts, and the final job evaluates; collect puts
+    the results back into the campaign and refuses an older state."""
+    local_maps = shutil.copytree(maps, tmp_path / 'maps')
     campaign = tmp_path / 'campaign'
-    assert main(args(maps, campaign, 2)) == 0
+    assert main(args(local_maps, campaign, 2)) == 0
     here = tmp_path / 'here'  # the campaign as committed on this machine
-    shutil.copytree(campaign, here)
+    shutil.copytree(campaign, here, ignore=shutil.ignore_patterns('maps-cache'))
+    gpu = tmp_path / 'gpu'
+    gpu_script('prepare', str(campaign), env={'GPU_DIR': str(gpu), 'WHEELS': '0'})
+    assert sorted(p.name for p in (gpu / 'heldout').iterdir()) == ['seg_2.nii.gz']
+    assert len(list((gpu / 'cache' / 'campaign').glob('seg_*-x1.npz'))) == 3
+    # the device: no label maps, no map cache in the campaign, only what .gpu carries
+    shutil.rmtree(local_maps)
+    shutil.rmtree(campaign / 'maps-cache')
     out = tmp_path / 'out'
     env = {'OUT': str(out), 'DEVICE': 'cpu', 'WORKERS': '0', 'THREADS': '1', 'STEPS': '4'}
-    env['EVAL_ARGS'] = f'--quick --no-colin27 --maps {sorted(maps.iterdir())[-1]}'
+    env.update(GPU_DIR=str(gpu), EVAL_ARGS='--quick --no-colin27')
     done = gpu_script('job', str(campaign), '--final', env=env)
     parts = sorted(out.glob('result.tgz.part*'))
     assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts), done.stderr
@@ -111,8 +120,11 @@ def test_gpu_recipe_dry_run_on_cpu_trains_evaluates_and_collects(maps, tmp_path)
     assert step_of(here) == 4 and loss_rows(here) == [1, 2, 3, 4]
     (evaluation,) = (here / 'eval').glob('weights-strip-*.json')
     result = json.loads(evaluation.read_text())
-    assert 0 <= result['mean_dice'] <= 1 and result['by_contrast']
+    assert 0 <= result['mean_dice'] <= 1 and {r['map'] for r in result['synthetic']} == {
+        'seg_2.nii.gz'
+    }
     # a job's results older than the campaign are refused, and nothing is replaced
+    shutil.copytree(maps, local_maps)
     assert main(['resume', str(here), '--steps', '6']) == 0
     before = (here / 'state.pt').read_bytes()
     refused = gpu_script('collect', str(out), str(here), check=False)
