@@ -169,9 +169,10 @@ def test_without_webgl2_the_report_keeps_its_figures(report):
         assert page.wait_for(STATE) == 'unsupported'
         text = page.evaluate("document.querySelector('div.viewer').innerText")
         assert 'no WebGL2' in text and 'figures above' in text
-        loaded = page.evaluate(
-            "[...document.querySelectorAll('img.reportlet')].map(i => i.dataset.state)"
-        )
+        states = "[...document.querySelectorAll('img.reportlet')].map(i => i.dataset.state)"
+        # the mosaics may still be loading (large SVGs on a busy machine): wait for each
+        page.wait_for(f"{states}.every(s => s !== 'pending')")
+        loaded = page.evaluate(states)
         assert loaded and set(loaded) == {'loaded'}
         assert page.errors() == []
 
