@@ -150,7 +150,7 @@ def get_parser() -> argparse.ArgumentParser:
         if name not in ('steps', 'lr', 'threads', 'workers'):
             r.add_argument('--' + name.replace('_', '-'), type=int, help='default: recorded')
     r.add_argument('--workers', type=int, help='data-generating processes (default: recorded)')
-    _add_run_options(r, threads_default=None)
+    _add_run_options(r)
     r.add_argument('-v', '--verbose', action='count', default=1)
     e = sub.add_parser('export', help='copy deployable weights, optionally as float16')
     e.add_argument('source', type=Path, help='best.pt or last.pt of a (strip or head) run')
@@ -160,10 +160,10 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_run_options(p, threads_default=None) -> None:
+def _add_run_options(p) -> None:
     """Options of where and how long a run runs this time (never part of its recipe)."""
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
-    p.add_argument('-t', '--threads', type=int, default=threads_default, help='CPU threads')
+    p.add_argument('-t', '--threads', type=int, help='CPU threads')
     p.add_argument(
         '--time-limit',
         type=float,
