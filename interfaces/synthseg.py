@@ -42,6 +42,9 @@ class _SynthSegInputSpec(NetworkInputSpec):
     ct = traits.Bool(False, usedefault=True, desc='the image is a CT (intensities clipped)')
     keepgeom = traits.Bool(False, usedefault=True, desc='write labels on the input grid')
     posteriors = traits.Bool(False, usedefault=True, desc='also write the posteriors')
+    tissues = traits.Bool(
+        False, usedefault=True, desc='also write GM/WM/CSF probabilities and a 3-class dseg'
+    )
     qc_threshold = traits.Float(0.65, usedefault=True, desc='QC scores below it are flagged')
 
 
@@ -51,6 +54,10 @@ class _SynthSegOutputSpec(TraitedSpec):
     out_qc = File(desc='QC scores (TSV: structure, score, flag), with qc')
     out_probseg = File(desc='posteriors, 4-D float32, with posteriors')
     label_map = traits.List(traits.Str, desc='FreeSurfer names of the probseg frames')
+    out_tissue_dseg = File(desc='1 GM, 2 WM, 3 CSF on the input grid (uint8), with tissues')
+    out_tissue_probseg = traits.List(
+        File(exists=True), desc='GM, WM, CSF probabilities on the input grid, with tissues'
+    )
     model_meta = traits.Dict(desc='ModelName, ModelWeights (name, SHA-256) and ModelSettings')
 
 
@@ -73,8 +80,10 @@ class SynthSeg(SimpleInterface):
         cwd = Path(runtime.cwd)
         dseg = cwd / loaded.output_name(inp.in_file, '_dseg')
         probseg = cwd / loaded.output_name(inp.in_file, '_probseg') if inp.posteriors else None
-        options = {k: getattr(inp, k) for k in ('fast', 'ct', 'keepgeom')}
+        options = {k: getattr(inp, k) for k in ('fast', 'ct', 'keepgeom', 'tissues')}
         result, volume = segment_file(image, model, dseg, posteriors=probseg, **options)
+        if inp.tissues:
+            self._results.update(write_tissues(cwd, result, volume))
         self._results['out_dseg'] = str(dseg)
         if probseg is not None:
             self._results['out_probseg'] = str(probseg)
@@ -113,6 +122,24 @@ class SynthSeg(SimpleInterface):
                 sha256=sha if model and Path(model).is_file() else None,
             ),
         )
+
+
+def write_tissues(cwd: Path, result, volume) -> dict:
+    """The tissue probabilities of ``result`` brought to the input grid, and their 3-class
+    dseg, written together (all or nothing)."""
+    from synthbids.core.geometry import Grid
+    from synthbids.core.imageio import OutputSet, image_like
+    from synthbids.core.tissues import TISSUE_NAMES, on_grid, tissue_dseg
+
+    source = Grid(result.tissues.shape[:3], result.posteriors_affine)
+    probs = on_grid(result.tissues, source, Grid(volume.shape[:3], volume.affine))
+    dseg = cwd / 'tissue_dseg.nii.gz'
+    probsegs = [cwd / f'tissue_label-{name}_probseg.nii.gz' for name in TISSUE_NAMES]
+    with OutputSet() as staged:
+        staged.add(image_like(tissue_dseg(probs), volume, dseg), dseg)
+        for channel, path in enumerate(probsegs):
+            staged.add(image_like(probs[..., channel], volume, path), path)
+    return {'out_tissue_dseg': str(dseg), 'out_tissue_probseg': [str(p) for p in probsegs]}
 
 
 def write_volumes(path: Path, volumes: dict, index_of: dict) -> Path:

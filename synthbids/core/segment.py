@@ -64,6 +64,7 @@ class SegResult:
     resampled_affine: np.ndarray | None = None
     weights: list = field(default_factory=list)
     posteriors_affine: np.ndarray | None = None  # grid of ``posteriors`` (always 1 mm/native)
+    tissues: np.ndarray | None = None  # (X, Y, Z, 3) GM, WM, CSF on the posteriors' grid
     volume_precision: str = 'float32'  # arithmetic of mri_synthseg's volumes (CSV formatting)
 
 
@@ -78,9 +79,12 @@ def segment(
     posteriors: bool = False,
     parc_compat: bool = False,
     autocrop: bool = False,
+    tissues: bool = False,
 ) -> SegResult:
     """Segment ``image`` (a path or a :class:`Volume` read with ``fdata=True``).
-    ``autocrop``: analyse only the box around the non-background voxels (not with ``crop``)."""
+    ``autocrop``: analyse only the box around the non-background voxels (not with ``crop``).
+    ``tissues``: also sum the posteriors into GM, WM and CSF probabilities (:mod:`.tissues`),
+    on the posteriors' grid (``SegResult.posteriors_affine``), without keeping all of them."""
     if autocrop and crop is not None:
         raise UsageError('--autocrop cannot be used with --crop')
     if ct and model.photo is not None:
@@ -97,6 +101,7 @@ def segment(
     float64 = prepared.crop_idx is not None  # the reference pastes crops into float64 arrays
     sums = channel_sums(cleaned, float64=float64)
     post_out = _posteriors_out(cleaned, prepared) if posteriors else None
+    tissue_out = _tissues_out(cleaned, model.labels, prepared) if tissues else None
     del cleaned
     raw.posteriors = None
     qc = qc_scores(run_qc(model, raw.qc_index)) if model.qc is not None else None
@@ -128,7 +133,8 @@ def segment(
         resampled=prepared.resampled,
         resampled_affine=prepared.affine if prepared.resampled is not None else None,
         weights=list(model.weights),
-        posteriors_affine=prepared.affine if posteriors else None,
+        posteriors_affine=prepared.affine if posteriors or tissues else None,
+        tissues=tissue_out,
         volume_precision='float64' if float64 else 'float32',
     )
 
@@ -149,6 +155,24 @@ def _posteriors_out(cleaned: np.ndarray, prepared: Prepared) -> np.ndarray:
     if prepared.crop_idx is not None:
         full = np.zeros(prepared.aligned_shape + (post.shape[-1],), dtype=np.float32)
         full[..., 0] = 1
+        c = prepared.crop_idx
+        full[c[0] : c[3], c[1] : c[4], c[2] : c[5]] = post
+        post = full
+    return np.ascontiguousarray(prepared.alignment.undo(post), dtype=np.float32)
+
+
+def _tissues_out(cleaned: np.ndarray, labels, prepared: Prepared) -> np.ndarray:
+    """(X, Y, Z, 3) float32 GM, WM, CSF probabilities on the output grid; 0 outside a crop."""
+    from .tissues import tissue_index
+
+    sums = np.zeros((3,) + cleaned.shape[1:], dtype=np.float32)
+    for channel, label in enumerate(labels):
+        index = tissue_index(label)
+        if index:
+            sums[index - 1] += cleaned[channel]
+    post = np.moveaxis(sums, 0, -1)
+    if prepared.crop_idx is not None:
+        full = np.zeros(prepared.aligned_shape + (3,), dtype=np.float32)
         c = prepared.crop_idx
         full[c[0] : c[3], c[1] : c[4], c[2] : c[5]] = post
         post = full
