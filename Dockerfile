@@ -9,6 +9,10 @@
 #                    PyPI's default torch pulls GBs of CUDA libraries; for GPUs use e.g.
 #                    https://download.pytorch.org/whl/cu126
 #   VERSION          version recorded for synthbids (the build context has no .git)
+#   TEMPLATES        TemplateFlow templates to bake in for --output-spaces, as the option takes
+#                    them (e.g. "MNI152NLin2009cAsym:res-2 MNIColin27"; default: none), fetched
+#                    at build time into /opt/templateflow, the image's TEMPLATEFLOW_HOME (or bind
+#                    a host cache there: -v ~/.cache/templateflow:/opt/templateflow:ro)
 # Extra CA certificates for a TLS-intercepting proxy: put *.crt files in docker/certs/; they
 # are used by pip in the builder stage only and do not reach the final image.
 #
@@ -50,6 +54,8 @@ COPY workflows /tmp/src/workflows
 COPY interfaces /tmp/src/interfaces
 RUN SETUPTOOLS_SCM_PRETEND_VERSION_FOR_SYNTHBIDS="$VERSION" /opt/synthbids/bin/pip install /tmp/src
 RUN /opt/synthbids/bin/synthbids --version
+ARG TEMPLATES=
+RUN mkdir -p /opt/templateflow && if [ -n "$TEMPLATES" ]; then TEMPLATEFLOW_HOME=/opt/templateflow /opt/synthbids/bin/python -c 'import sys; from synthbids.bids.templates import prefetch, resolve_templates; prefetch(sys.argv[1:]); resolve_templates(sys.argv[1:])' $TEMPLATES; fi
 
 # ---------------------------------------------------------------- runtime
 FROM base AS runtime
@@ -62,6 +68,7 @@ LABEL org.opencontainers.image.title="synthbids" \
 RUN useradd --create-home --home-dir /home/synthbids --uid 1000 --user-group \
       --shell /bin/sh synthbids
 COPY --from=builder /opt/synthbids /opt/synthbids
+COPY --from=builder /opt/templateflow /opt/templateflow
 # HOME may be read-only: every cache goes to /tmp (a tmpfs under --read-only, the host's /tmp
 # under Singularity). synthbids never downloads anything at run time; the default weights are
 # the ones packaged in synthbids/data/weights (synthbids-models list shows what is found).
@@ -71,6 +78,8 @@ ENV PATH=/opt/synthbids/bin:${PATH} \
     MPLCONFIGDIR=/tmp/.cache/matplotlib \
     NUMBA_CACHE_DIR=/tmp/.cache/numba \
     NIPYPE_NO_ET=1 \
+    TEMPLATEFLOW_HOME=/opt/templateflow \
+    TEMPLATEFLOW_AUTOUPDATE=0 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 USER synthbids

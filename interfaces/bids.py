@@ -45,6 +45,9 @@ class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
         usedefault=True,
         desc="space- label; 'source' for the source image's own space, None for none",
     )
+    entities = traits.Dict(
+        traits.Str, traits.Str, desc='more entities: res, cohort; from, to, mode (transforms)'
+    )
     datatype = traits.Str(desc="output folder ('figures' for reportlets); default: the source's")
     meta_dict = traits.Dict(desc='sidecar metadata known when the graph is built')
     model_meta = traits.Dict(desc='sidecar metadata from the node that made the file')
@@ -96,8 +99,12 @@ class DerivativesDataSink(SimpleInterface):
         _, ext = split_extension(Path(self.inputs.in_file).name)
         desc = self.inputs.desc or None
         datatype = self.inputs.datatype or None
+        extra = dict(self.inputs.entities or {})
         if datatype == 'figures':
-            rel = figure_relpath(source, desc or self.inputs.suffix, ext)
+            if self.inputs.space not in ('source', None):
+                extra['space'] = self.inputs.space
+            desc = desc or (None if extra else self.inputs.suffix)
+            rel = figure_relpath(source, desc, ext, extra)
         else:
             space = self.inputs.space
             name = derivative_name(
@@ -108,6 +115,7 @@ class DerivativesDataSink(SimpleInterface):
                 seg=self.inputs.seg or None,
                 label=self.inputs.label or None,
                 space=True if space == 'source' else space,
+                extra=extra,
             )
             rel = derivative_relpath(source, name, datatype)
         out_file = Path(self.inputs.base_directory) / rel

@@ -109,6 +109,7 @@ class ExecutionSettings:
     reports_only: bool = False
     boilerplate_only: bool = False
     clean_workdir: bool = False
+    output_spaces: tuple[str, ...] = ()  # --output-spaces, e.g. 'MNI152NLin2009cAsym:res-2'
     verbose: int = 0  # -1: quiet (warnings and errors only), 1: -v, 2: -vv
     version: str = '0+unknown'
 

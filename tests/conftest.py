@@ -245,3 +245,40 @@ def fill_disk(folder: Path, leave: int = 0) -> Path:
     with open(filler, 'wb') as fh:
         fh.write(b'\0' * size)
     return filler
+
+
+@pytest.fixture(scope='session')
+def colin27_template_run(tmp_path_factory, ch2):
+    """A participant run on Colin27 (as ``sub-01``'s T1w) with the packaged weights and
+    ``--output-spaces MNIColin27 MNIColin27:res-2``, against a TemplateFlow home built for the
+    test (``tests/tplhome.py``). Returns ``(bids_dir, output_dir, templateflow_home)``."""
+    import json
+    import os
+    import shutil
+
+    from synthbids.cli.run import main
+    from tests.tplhome import build_colin27_home
+
+    tmp = tmp_path_factory.mktemp('colin27_run')
+    home = build_colin27_home(tmp / 'templateflow')
+    bids = tmp / 'bids'
+    (bids / 'sub-01' / 'anat').mkdir(parents=True)
+    (bids / 'dataset_description.json').write_text(
+        json.dumps({'Name': 'Colin27', 'BIDSVersion': '1.10.0'})
+    )
+    shutil.copyfile(ch2, bids / 'sub-01' / 'anat' / 'sub-01_T1w.nii.gz')
+    (bids / 'sub-01' / 'anat' / 'sub-01_T1w.json').write_text('{}')
+    out = tmp / 'derivatives' / 'synthbids'
+    argv = [str(bids), str(out), 'participant', '--no-head', '--no-qc', '-w',
+            str(tmp / 'work'), '--nprocs', '2', '--omp-nthreads', '2',
+            '--output-spaces', 'MNIColin27', 'MNIColin27:res-2']  # fmt: skip
+    before = os.environ.get('TEMPLATEFLOW_HOME')
+    os.environ['TEMPLATEFLOW_HOME'] = str(home)
+    try:
+        assert main(argv) == 0
+    finally:
+        if before is None:
+            os.environ.pop('TEMPLATEFLOW_HOME', None)
+        else:
+            os.environ['TEMPLATEFLOW_HOME'] = before
+    return bids, out, home

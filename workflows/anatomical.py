@@ -11,18 +11,28 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from synthbids.bids.naming import SourceImage
+from synthbids.bids.naming import SourceImage, safe_name
 from synthbids.config import QC_THRESHOLD, ModelSettings
 
 from ..interfaces.head import HeadTissuesRPT
-from ..interfaces.synthseg import SynthSegRPT
+from ..interfaces.register import ApplyToTemplate, TemplateRegistration
+from ..interfaces.synthseg import SynthSeg, SynthSegRPT
 from ..interfaces.synthstrip import SynthStripRPT
-from .outputs import init_ds_head_wf, init_ds_segmentation_wf, init_ds_skullstrip_wf
+from .outputs import (
+    init_ds_head_wf,
+    init_ds_segmentation_wf,
+    init_ds_skullstrip_wf,
+    init_ds_template_wf,
+    init_ds_tissues_wf,
+)
 
 #: Memory (GB) declared to the scheduler for one network run on a 1 mm head; MultiProc
 #: would otherwise assume 0.25 GB and start too many at once (nipreps/mriqc#1437).
 STRIP_MEM_GB = 2.5
 SEG_MEM_GB = 4.0
+#: Registration holds the tissue maps of the image and of the template and a few 2 mm grids;
+#: resampling into a 1 mm template adds a few of its grids.
+REGISTRATION_MEM_GB = 1.5
 #: The head network is small (2 mm grid), but its seven class probabilities are brought back
 #: to the input grid and four surfaces are meshed there: 1.1 GB peak for Colin27 (1 mm,
 #: 181x217x181, one thread), with room for larger grids.
@@ -35,6 +45,8 @@ SEG_OUTPUTS = [
     'out_qc',
     'out_probseg',
     'label_map',
+    'out_tissue_dseg',
+    'out_tissue_probseg',
     'out_report',
     'model_meta',
 ]
@@ -96,6 +108,7 @@ def init_segmentation_wf(
     seg = pe.Node(
         SynthSegRPT(
             **models.seg_inputs(ct),
+            tissues=True,
             qc_threshold=QC_THRESHOLD,
             use_gpu=use_gpu,
             num_threads=omp_nthreads,
@@ -165,13 +178,16 @@ def init_anat_wf(
     models: ModelSettings,
     segment: bool = True,
     head: bool | None = None,
+    templates: list | None = None,
     omp_nthreads: int = 1,
     use_gpu: bool = False,
     name: str = 'anat_wf',
 ) -> pe.Workflow:
     """Everything synthbids does to one image, outputs and reportlets included.
 
-    ``head`` (default: ``models.head``) adds the head tissues. Inputs: ``in_file`` (the raw
+    ``head`` (default: ``models.head``) adds the head tissues. ``templates``: the
+    :class:`synthbids.bids.templates.TemplateFiles` of the output spaces to register the image
+    to (through the segmentation's tissue maps). Inputs: ``in_file`` (the raw
     image). Outputs: the derivative paths (``mask``, ``brain``, with segmentation ``dseg``,
     ``volumes``, ``qc``, and with head tissues ``head_dseg``, ``head_volumes``,
     ``head_meshes``).
@@ -215,6 +231,7 @@ def init_anat_wf(
     )
     ds_segmentation_wf = init_ds_segmentation_wf(image=image, output_dir=output_dir, models=models)
     seg_fields = ['out_dseg', 'out_volumes', 'out_report', 'model_meta']
+    ds_tissues_wf = init_ds_tissues_wf(image=image, output_dir=output_dir)
     if models.qc:
         seg_fields.append('out_qc')
     if models.posteriors:
@@ -228,6 +245,139 @@ def init_anat_wf(
         (ds_segmentation_wf, outputnode, [('outputnode.dseg', 'dseg'),
                                           ('outputnode.volumes', 'volumes'),
                                           ('outputnode.qc', 'qc')]),
+        (segmentation_wf, ds_tissues_wf, [
+            (f'outputnode.{f}', f'inputnode.{f}')
+            for f in ('out_tissue_dseg', 'out_tissue_probseg', 'model_meta')
+        ]),
     ])
     # fmt: on
+    for group in by_template(templates or []):
+        template_wf = init_template_wf(
+            image=image,
+            output_dir=output_dir,
+            templates=group,
+            omp_nthreads=omp_nthreads,
+            use_gpu=use_gpu,
+            name=template_wf_name(group[0].space),
+        )
+        # fmt: off
+        workflow.connect([
+            (inputnode, template_wf, [('in_file', 'inputnode.in_file')]),
+            (skullstrip_wf, template_wf, [('outputnode.out_mask', 'inputnode.mask')]),
+            (segmentation_wf, template_wf, [
+                ('outputnode.out_tissue_probseg', 'inputnode.tissue_probseg'),
+            ]),
+        ])
+        # fmt: on
+    return workflow
+
+
+def init_template_tissues_node(
+    *, templates: list, models: ModelSettings, omp_nthreads: int = 1, use_gpu: bool = False
+) -> pe.Node:
+    """GM/WM/CSF maps of a template's image (its finest requested resolution) by the run's
+    own segmentation network: the registration target of every image (one node per run and
+    template, so it is computed once). Output: ``out_tissue_probseg``."""
+    finest = min(templates, key=lambda t: t.resolution)
+    inputs = models.seg_inputs(False)
+    inputs.update(qc=False, parc=False, posteriors=False)
+    return pe.Node(
+        SynthSeg(
+            in_file=str(finest.image),
+            **inputs,
+            tissues=True,
+            use_gpu=use_gpu,
+            num_threads=omp_nthreads,
+        ),
+        name=f'template_tissues_{safe_name(template_key(finest.space))}',
+        mem_gb=SEG_MEM_GB,
+        n_procs=omp_nthreads,
+    )
+
+
+def template_key(space) -> str:
+    """One registration per template and cohort (resolutions share it)."""
+    return space.name + (f'_cohort-{space.cohort}' if space.cohort else '')
+
+
+def template_wf_name(space) -> str:
+    return f'template_{safe_name(template_key(space))}_wf'
+
+
+def by_template(templates: list) -> list[list]:
+    """The requested template files grouped by template (and cohort), in request order:
+    one registration per template, resampled to each of its requested resolutions."""
+    groups: dict[str, list] = {}
+    for files in templates:
+        groups.setdefault(template_key(files.space), []).append(files)
+    return list(groups.values())
+
+
+def init_template_wf(
+    *,
+    image: SourceImage,
+    output_dir: Path,
+    templates: list,
+    omp_nthreads: int = 1,
+    use_gpu: bool = False,
+    name: str = 'template_wf',
+) -> pe.Workflow:
+    """Register one image to one template (through its tissue probabilities) and write the
+    transforms and, for each requested resolution, the brain mask and tissue maps in the
+    template's space, with a normalisation reportlet.
+
+    Inputs: ``in_file``, ``mask`` (brain mask), ``tissue_probseg`` (GM, WM, CSF), and
+    ``template_probseg``: the same maps of the template, made by the same segmentation network
+    from the template's image (:func:`init_template_tissues_node`), so that both sides define
+    the tissues alike.
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(
+        niu.IdentityInterface(fields=['in_file', 'mask', 'tissue_probseg', 'template_probseg']),
+        name='inputnode',
+    )
+    register = pe.Node(
+        TemplateRegistration(
+            template=templates[0].space.name,
+            source_label=image.suffix,
+            num_threads=omp_nthreads,
+            use_gpu=use_gpu,
+        ),
+        name='register',
+        mem_gb=REGISTRATION_MEM_GB,
+        n_procs=omp_nthreads,
+    )
+    ds_template_wf = init_ds_template_wf(image=image, output_dir=output_dir, templates=templates)
+    # fmt: off
+    workflow.connect([
+        (inputnode, register, [('tissue_probseg', 'tissue_probseg'),
+                               ('template_probseg', 'template_probseg')]),
+        (register, ds_template_wf, [('out_forward', 'inputnode.out_forward'),
+                                    ('out_inverse', 'inputnode.out_inverse')]),
+    ])
+    # fmt: on
+    for i, files in enumerate(templates):
+        apply = pe.Node(
+            ApplyToTemplate(
+                reference=str(files.image),
+                template_mask=str(files.mask),
+                title=f'{image.bids_name} in {files.space.fullname}',
+                num_threads=omp_nthreads,
+            ),
+            name=f'to_template_{i}',
+            mem_gb=REGISTRATION_MEM_GB,
+            n_procs=omp_nthreads,
+        )
+        # fmt: off
+        workflow.connect([
+            (inputnode, apply, [('in_file', 'in_file'), ('mask', 'mask'),
+                                ('tissue_probseg', 'tissue_probseg'),
+                                ('template_probseg', 'template_probseg')]),
+            (register, apply, [('out_forward', 'transform')]),
+            (apply, ds_template_wf, [('out_mask', f'inputnode.out_mask_{i}'),
+                                     ('out_dseg', f'inputnode.out_dseg_{i}'),
+                                     ('out_probseg', f'inputnode.out_probseg_{i}'),
+                                     ('out_report', f'inputnode.out_report_{i}')]),
+        ])
+        # fmt: on
     return workflow

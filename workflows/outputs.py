@@ -249,3 +249,151 @@ def init_ds_head_wf(
 def _label_map_meta(label_map):
     """Sidecar entry giving the frame order of a 4-D probseg (required by BIDS)."""
     return {'LabelMap': list(label_map)}
+
+
+#: Sidecar of the 3-class tissue maps: how they were made, and the labels of the dseg.
+TISSUE_META = {
+    'Manual': False,
+    'Description': 'Sums of the SynthSeg posteriors per tissue: GM = cerebral and cerebellar '
+    'cortex, hippocampus, amygdala and deep grey nuclei; WM = cerebral and cerebellar white '
+    'matter, brainstem, ventral diencephalon; CSF = ventricles and extracerebral CSF',
+}
+TISSUE_DSEG_META = {**TISSUE_META, 'Labels': {'0': 'BG', '1': 'GM', '2': 'WM', '3': 'CSF'}}
+TISSUE_INPUTS = ('out_tissue_dseg', 'out_tissue_probseg', 'model_meta')
+
+
+def init_ds_tissues_wf(
+    *, image: SourceImage, output_dir: Path, name: str = 'ds_tissues_wf'
+) -> pe.Workflow:
+    """Save the 3-class tissue dseg and the ``label-GM|WM|CSF`` probsegs of ``image``, under
+    the names sMRIPrep and fMRIPrep collect as precomputed (no ``desc-``).
+
+    Inputs: ``out_tissue_dseg``, ``out_tissue_probseg`` (GM, WM, CSF), ``model_meta``.
+    Output: ``dseg`` (its path in the derivatives dataset).
+    """
+    from synthbids.core.tissues import TISSUE_NAMES
+
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=list(TISSUE_INPUTS)), name='inputnode')
+    _outputnode(workflow, ['dseg'])
+    ds_dseg = _sink(image, output_dir, 'ds_tissue_dseg', suffix='dseg', meta_dict=TISSUE_DSEG_META)
+    _save(workflow, inputnode, 'out_tissue_dseg', ds_dseg, 'dseg')
+    for i, label in enumerate(TISSUE_NAMES):
+        select = pe.Node(
+            niu.Select(index=i), name=f'select_{label.lower()}', run_without_submitting=True
+        )
+        sink = _sink(
+            image,
+            output_dir,
+            f'ds_tissue_{label.lower()}',
+            suffix='probseg',
+            label=label,
+            meta_dict=TISSUE_META,
+        )
+        # fmt: off
+        workflow.connect([
+            (inputnode, select, [('out_tissue_probseg', 'inlist')]),
+            (select, sink, [('out', 'in_file')]),
+            (inputnode, sink, [('model_meta', 'model_meta')]),
+        ])
+        # fmt: on
+    return workflow
+
+
+def template_entities(space) -> dict:
+    """Entities of a template-space output other than ``space``: ``cohort``, ``res``."""
+    return {k: v for k, v in space.entities.items() if k != 'space' and v}
+
+
+def transform_rel(image: SourceImage, template, forward: bool = True) -> str:
+    """Path of the image-to-template (``forward``) or template-to-image transform."""
+    ends = (image.suffix, template) if forward else (template, image.suffix)
+    name = derivative_name(
+        image,
+        suffix='xfm',
+        extension='.h5',
+        space=None,
+        extra={'from': ends[0], 'to': ends[1], 'mode': 'image'},
+    )
+    return derivative_relpath(image, name)
+
+
+def init_ds_template_wf(
+    *, image: SourceImage, output_dir: Path, templates: list, name: str = 'ds_template_wf'
+) -> pe.Workflow:
+    """Save the transforms to one template and, for each of its requested resolutions
+    (``templates``: :class:`synthbids.bids.templates.TemplateFiles`), the brain mask, tissue
+    dseg and probsegs in its space and the normalisation reportlet (of the first).
+
+    Inputs: ``out_forward``, ``out_inverse``, and per space ``i``: ``out_mask_i``,
+    ``out_dseg_i``, ``out_probseg_i`` (GM, WM, CSF), ``out_report_i``.
+    """
+    from synthbids.core.tissues import TISSUE_NAMES
+
+    template = templates[0].space.name
+    workflow = pe.Workflow(name=name)
+    fields = ['out_forward', 'out_inverse']
+    for i in range(len(templates)):
+        fields += [f'out_mask_{i}', f'out_dseg_{i}', f'out_probseg_{i}', f'out_report_{i}']
+    inputnode = pe.Node(niu.IdentityInterface(fields=fields), name='inputnode')
+    _outputnode(workflow, ['forward', 'inverse'])
+    for field, forward in (('out_forward', True), ('out_inverse', False)):
+        ends = (image.suffix, template) if forward else (template, image.suffix)
+        sink = _sink(
+            image,
+            output_dir,
+            f'ds_{field[4:]}',
+            suffix='xfm',
+            space=None,
+            entities={'from': ends[0], 'to': ends[1], 'mode': 'image'},
+        )
+        _save(workflow, inputnode, field, sink, field[4:], meta=False)
+    forward_rel = transform_rel(image, template)
+    for i, files in enumerate(templates):
+        space = files.space
+        extra = template_entities(space)
+        meta = {'Resolution': files.resolution_text} if 'res' in extra else {}
+        mask_rel = derivative_relpath(
+            image, derivative_name(image, suffix='mask', extension='.nii.gz', desc='brain')
+        )
+
+        common = {
+            'space': space.name,
+            'entities': extra,
+            'spatial_reference': False,
+            'sources': [mask_rel, forward_rel],
+        }
+
+        def sink(kind, common=common, i=i, **inputs):
+            return _sink(image, output_dir, f'ds_std{i}_{kind}', **common, **inputs)
+
+        ds_mask = sink('mask', suffix='mask', desc='brain', meta_dict={'Type': 'Brain', **meta})
+        ds_dseg = sink('dseg', suffix='dseg', meta_dict={**TISSUE_DSEG_META, **meta})
+        _save(workflow, inputnode, f'out_mask_{i}', ds_mask, meta=False)
+        _save(workflow, inputnode, f'out_dseg_{i}', ds_dseg, meta=False)
+        for c, label in enumerate(TISSUE_NAMES):
+            select = pe.Node(
+                niu.Select(index=c),
+                name=f'select_std{i}_{label.lower()}',
+                run_without_submitting=True,
+            )
+            ds_prob = sink(
+                label.lower(), suffix='probseg', label=label, meta_dict={**TISSUE_META, **meta}
+            )
+            # fmt: off
+            workflow.connect([
+                (inputnode, select, [(f'out_probseg_{i}', 'inlist')]),
+                (select, ds_prob, [('out', 'in_file')]),
+            ])
+            # fmt: on
+        if i == 0:
+            ds_report = _sink(
+                image,
+                output_dir,
+                'ds_report_std',
+                suffix=image.suffix,
+                space=space.name,
+                datatype='figures',
+            )
+            _save(workflow, inputnode, f'out_report_{i}', ds_report, meta=False)
+    return workflow

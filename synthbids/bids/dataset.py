@@ -35,6 +35,7 @@ BIDSIGNORE = (
     '*/ct/*',
     '*_desc-head_*.surf.gii',
     '*_desc-head_*.stl',
+    '*_xfm.*',
 )
 
 #: Every ``desc-`` label synthbids writes (BIDS 1.9 ``descriptions.tsv``). All are listed in

@@ -184,13 +184,16 @@ def derivative_name(
     seg: str | None = None,
     label: str | None = None,
     space: str | None | bool = True,
+    extra: dict | None = None,
 ) -> str:
-    """Name of a derivative of ``source``; ``space=True`` uses the source's own space."""
+    """Name of a derivative of ``source``; ``space=True`` uses the source's own space.
+    ``extra``: more entities (``res``, ``cohort``; ``from``, ``to``, ``mode`` of transforms)."""
     entities = dict(source.kept)
     entities['space'] = source.space if space is True else (space or None)
     entities['seg'] = seg
     entities['label'] = label
     entities['desc'] = desc
+    entities.update(extra or {})
     return build_name(entities, suffix, extension)
 
 
@@ -204,8 +207,12 @@ def derivative_relpath(source: SourceImage, name: str, datatype: str | None = No
     return '/'.join(parts)
 
 
-def figure_relpath(source: SourceImage, desc: str, extension: str = '.svg') -> str:
-    """``sub-X/figures/<source entities>_desc-<desc>_<suffix>.svg`` (one per image)."""
+def figure_relpath(
+    source: SourceImage, desc: str | None, extension: str = '.svg', extra: dict | None = None
+) -> str:
+    """``sub-X/figures/<source entities>_desc-<desc>_<suffix>.svg`` (one per image);
+    ``extra`` entities (e.g. ``space`` of a template) come in schema order."""
     entities = dict(source.kept)
+    entities.update(extra or {})
     entities['desc'] = desc
     return f'sub-{source.subject}/figures/' + build_name(entities, source.suffix, extension)

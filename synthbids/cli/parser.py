@@ -199,6 +199,14 @@ def _execution_options(g) -> None:
 
 
 def _output_options(g) -> None:
+    g.add_argument(
+        '--output-spaces',
+        nargs='+',
+        metavar='SPACE',
+        help='TemplateFlow templates to register to and resample into (with :res-<label>, '
+        ':cohort-<label>), e.g. MNI152NLin2009cAsym:res-2 MNIColin27; read from '
+        '$TEMPLATEFLOW_HOME, never downloaded (scripts/fetch_templates.py; default: none)',
+    )
     _flags(
         g, {'--reports-only': 'only rebuild the reports from existing outputs (participant level)'}
     )

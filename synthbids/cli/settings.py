@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
+from ..core.errors import SynthbidsError
 from .parser import UsageError
 
 if TYPE_CHECKING:
@@ -34,7 +35,24 @@ def build_settings(args):
         None if group else execution.work_dir,  # the group level uses no work folder
         None if group else execution.bids_database_dir,
     )
-    return Settings(execution=execution, models=_models(args), nipype=_nipype(args))
+    settings = Settings(execution=execution, models=_models(args), nipype=_nipype(args))
+    if execution.output_spaces and not group:
+        _check_spaces(settings)
+    return settings
+
+
+def _check_spaces(settings) -> None:
+    """Before any work: registration goes through the segmentation, and every template's
+    files must be in the local TemplateFlow cache (never downloaded during a run)."""
+    from ..bids.templates import resolve_templates
+
+    if not settings.models.segment:
+        raise UsageError('--output-spaces needs the segmentation (registration goes through it)')
+    if not settings.execution.reports_only:
+        try:
+            resolve_templates(settings.execution.output_spaces)
+        except SynthbidsError as err:
+            raise UsageError(str(err)) from None
 
 
 def _execution(args):
@@ -55,9 +73,19 @@ def _execution(args):
         reports_only=args.reports_only,
         boilerplate_only=args.boilerplate_only,
         clean_workdir=args.clean_workdir,
+        output_spaces=_output_spaces(args.output_spaces),
         verbose=-1 if args.quiet else args.verbose,
         version=__version__,
     )
+
+
+def _output_spaces(values) -> tuple[str, ...]:
+    from ..bids.templates import parse_output_spaces
+
+    try:
+        return tuple(space.fullname for space in parse_output_spaces(values))
+    except SynthbidsError as err:
+        raise UsageError(str(err)) from None
 
 
 def _models(args):

@@ -34,14 +34,20 @@ class ImageOutputs:
     head_dseg: str | None = None  # head-tissue labels (desc-head)
     head_volumes: str | None = None
     head_meshes: list[str] = field(default_factory=list)  # .surf.gii and .stl files
+    tissue_dseg: str | None = None  # 3-class GM/WM/CSF dseg (no desc-)
+    tissue_probsegs: list[str] = field(default_factory=list)  # label-GM|WM|CSF
+    templates: dict[str, list[str]] = field(default_factory=dict)  # space-<template> files
     meta: dict[str, dict] = field(default_factory=dict)  # sidecar of each kind
 
     @property
     def anchor(self) -> str:
         return self.source.key
 
-    def figure(self, output_dir: Path, desc: str, extension: str = '.svg') -> str | None:
-        rel = figure_relpath(self.source, desc, extension)
+    def figure(
+        self, output_dir: Path, desc: str | None, extension: str = '.svg', space: str = ''
+    ) -> str | None:
+        extra = {'space': space} if space else None
+        rel = figure_relpath(self.source, desc, extension, extra)
         return rel if (Path(output_dir) / rel).is_file() else None
 
 
@@ -104,6 +110,16 @@ def _add(entry: ImageOutputs, output_dir: Path, sidecar: Path) -> None:
         return
     rel = data.relative_to(output_dir).as_posix()
     entry.files += [rel, sidecar.relative_to(output_dir).as_posix()]
+    space = entities.get('space')
+    if space is not None and space != entry.source.space:  # in a template's space
+        entry.templates.setdefault(space, []).append(rel)
+        return
+    if suffix == 'dseg' and 'desc' not in entities:
+        entry.tissue_dseg = rel
+        return
+    if suffix == 'probseg' and 'label' in entities:
+        entry.tissue_probsegs.append(rel)
+        return
     kind = {
         'mask': 'mask',
         'dseg': 'dseg',

@@ -325,3 +325,23 @@ def plot_strips(
     fig.savefig(buf, format='svg')
     text = buf.getvalue()
     return text[text.index('<svg') :]
+
+
+def plot_normalization(
+    image, template_mask, template_wm, out_file, *, n_cuts: int = 7, title: str | None = None
+) -> Path:
+    """An image resampled into a template's space with the template's own brain-mask contour
+    (red) and white-matter boundary (blue, its WM probability at 0.5) over it: where the two
+    disagree, the registration is off. Each argument a file name or a nibabel image on the
+    template's grid."""
+    image = _load_canonical(image)
+    mask = _on_grid(_load_canonical(template_mask), image) > 0
+    wm = _on_grid(_load_canonical(template_wm), image) >= 0.5
+
+    def draw(ax, row, index):
+        for data, color in ((mask, '#ff3333'), (wm, '#3c78d8')):
+            section = _slice(data, row, index).astype(float)
+            if section.any() and not section.all():
+                ax.contour(section, levels=[0.5], colors=[color], linewidths=0.8, origin='lower')
+
+    return _write_svg(_mosaic(image, n_cuts, draw, title, mask), out_file)

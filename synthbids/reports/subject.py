@@ -142,6 +142,11 @@ def _image_section(output_dir: Path, image: ImageOutputs) -> dict:
         'head_volumes': [(k.replace('_', ' '), v) for k, v in head_volumes.items()],
         'bone_volume': head_volumes.get('bone'),
         'head_meshes': [m for m in image.head_meshes if m.endswith('.surf.gii')],
+        'tissue_dseg': image.tissue_dseg,
+        'templates': [
+            {'name': name, 'figure': image.figure(output_dir, None, space=name), 'files': files}
+            for name, files in sorted(image.templates.items())
+        ],
         'qc': qc,
         'n_flagged': n_flagged,
         'key_volumes': [v for v in volumes if v['name'] in KEY_VOLUMES],

@@ -73,15 +73,16 @@ def participant_then_group(bids_dataset, tmp_path, strip_model, seg_model, head_
     before = listing(bids_dataset)
     assert main(argv) == 0, capsys.readouterr().err
     first = node_results(work)
-    # per image: strip, seg, the LabelMap node, head; 8 SynthStrip/SynthSeg and 5 head datasinks
-    assert len(first) == 6 * (4 + 8 + 5)
+    # per image: strip, seg, the LabelMap node, head; 8 SynthStrip/SynthSeg and 5 head datasinks;
+    # the tissue maps: 4 datasinks (dseg, GM, WM, CSF) and 3 selects
+    assert len(first) == 6 * (4 + 8 + 5 + 7)
 
     # a second run with the same work directory reuses every computing node
     assert main(argv) == 0, capsys.readouterr().err
     second = node_results(work)
     assert second.keys() == first.keys()
     computed = [k for k in first if not k.rsplit('/', 1)[1].startswith('ds_')]
-    assert len(computed) == 6 * 4
+    assert len(computed) == 6 * (4 + 3)
     assert [k for k in computed if second[k] != first[k]] == []
     rewritten = [k for k in first if second[k] != first[k]]
     assert all(k.rsplit('/', 1)[1].startswith('ds_') for k in rewritten)  # sinks always run

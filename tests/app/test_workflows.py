@@ -67,8 +67,9 @@ def test_one_workflow_per_participant_and_image(subjects, tmp_path):
     assert head.mem_gb == 2.5 and head.n_procs == 3 and head.inputs.num_threads == 3
     assert head.inputs.model == str(MODELS['head.pt'])
     sinks = [n for k, n in names.items() if k.rsplit('.', 1)[-1].startswith('ds_')]
-    # strip 3, seg 4 (with QC), head 5 (labels, volumes, meshes, two figures) per image
-    assert len(sinks) == 6 * (3 + 4 + 5) and all(n.run_without_submitting for n in sinks)
+    # strip 3, seg 4 (with QC), tissues 4 (dseg, GM, WM, CSF), head 5 (labels, volumes,
+    # meshes, two figures) per image
+    assert len(sinks) == 6 * (3 + 4 + 4 + 5) and all(n.run_without_submitting for n in sinks)
     crash = {k.split('.')[0]: n.config['execution']['crashdump_dir'] for k, n in names.items()}
     assert crash['single_subject_03_wf'] == str(tmp_path / 'out/sub-03/log/RUN')
 
