@@ -33,6 +33,7 @@ SMRIPREP_BASELINE = {
     'tpms': {**ANAT, 'label': ['GM', 'WM', 'CSF'], 'suffix': 'probseg'},
     't2w_preproc': {**ANAT, 'desc': 'preproc', 'suffix': 'T2w'},
 }
+TISSUES = ('GM', 'WM', 'CSF')
 #: The T1w images of the e2e dataset: (subject, session).
 T1W = [('01', None), ('02', None), ('03', '1')]
 
@@ -80,11 +81,12 @@ def derivatives(
 
 
 @pytest.mark.parametrize('config', ['pybids', 'nipreps-like'])
-def test_smriprep_queries_find_our_mask_and_never_our_aseg(derivatives, config):
-    """Per T1w: exactly our brain mask (on the T1w grid). Our SynthSeg labels are
-    ``desc-aseg_dseg`` (fMRIPrep's and QSIPrep's name for aseg-like labels), so sMRIPrep's
-    tissue query (a ``_dseg`` without ``desc``: 1 GM, 2 WM, 3 CSF, used for BBR) does not
-    take them for a 3-class tissue map, where label 2 is only the left white matter."""
+def test_smriprep_queries_find_our_mask_and_tissues_and_never_our_aseg(derivatives, config):
+    """Per T1w: exactly our brain mask and our 3-class tissue dseg and GM/WM/CSF probsegs (on
+    the T1w grid). Our SynthSeg labels are ``desc-aseg_dseg`` (fMRIPrep's and QSIPrep's name
+    for aseg-like labels), so sMRIPrep's tissue query (a ``_dseg`` without ``desc``: 1 GM,
+    2 WM, 3 CSF, used for BBR) does not take them, where label 2 is only the left white
+    matter."""
     from bids import BIDSLayout
 
     bids, out = derivatives
@@ -93,12 +95,19 @@ def test_smriprep_queries_find_our_mask_and_never_our_aseg(derivatives, config):
         prefix = f'sub-{subject}' + (f'_ses-{session}' if session else '')
         anat = out / f'sub-{subject}' / (f'ses-{session}' if session else '') / 'anat'
         found = collect(layout, subject, session)
-        assert found == {'mask': [str(anat / f'{prefix}_desc-brain_mask.nii.gz')]}, found
-        # sMRIPrep applies a precomputed mask to the T1w itself: same grid
+        assert found == {
+            'mask': [str(anat / f'{prefix}_desc-brain_mask.nii.gz')],
+            'dseg': [str(anat / f'{prefix}_dseg.nii.gz')],
+            'tpms': sorted(str(anat / f'{prefix}_label-{t}_probseg.nii.gz') for t in TISSUES),
+        }, found
+        # sMRIPrep applies a precomputed mask to the T1w itself: same grid (and the tissues)
         raw = nib.load(bids / anat.relative_to(out) / f'{prefix}_T1w.nii.gz')
         mask = nib.load(found['mask'][0])
         assert mask.shape == raw.shape and np.allclose(mask.affine, raw.affine)
         assert set(np.unique(np.asanyarray(mask.dataobj))) == {0, 1}
+        dseg = nib.load(found['dseg'][0])
+        assert dseg.shape == raw.shape and np.allclose(dseg.affine, raw.affine)
+        assert set(np.unique(np.asanyarray(dseg.dataobj))) <= {0, 1, 2, 3}
         # the aseg-like labels are found by their own name, with their lookup table
         extra = {'session': session} if session else {}
         aseg = layout.get(subject=subject, **ANAT, desc='aseg', suffix='dseg', **extra)
