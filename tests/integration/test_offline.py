@@ -1,11 +1,12 @@
 """Compute nodes without network and with a read-only or missing HOME (Singularity, clusters).
 
-synthbids uses no TemplateFlow template (its networks work in each image's own space) and never
-downloads weights implicitly, so nothing needs prefetching beyond the weights themselves
-(``synthbids-models fetch`` on a login node, docs/hpc.md). These tests prove it: no module
-imports templateflow, and a participant run succeeds in a network namespace with no interface
-up, with HOME and TEMPLATEFLOW_HOME pointing below /dev/null (nothing can be created there, not
-even by root).
+synthbids' networks work in each image's own space and it never downloads weights implicitly,
+so without ``--output-spaces`` nothing needs prefetching beyond the weights themselves
+(``synthbids-models fetch`` on a login node, docs/hpc.md); with it, the templates are read from
+TEMPLATEFLOW_HOME and never fetched during a run (docs/templates.md). These tests prove it:
+templateflow is imported only inside the functions that look templates up, and a participant run
+succeeds in a network namespace with no interface up, with HOME and TEMPLATEFLOW_HOME pointing
+below /dev/null (nothing can be created there, not even by root).
 """
 
 from __future__ import annotations
@@ -24,18 +25,22 @@ from tests.integration.conftest import require_system
 UNUSABLE = '/dev/null/unusable'  # mkdir below a character device fails with ENOTDIR
 
 
-def test_no_templateflow_anywhere():
-    """Neither synthbids nor any of its requirements imports or installs TemplateFlow."""
-    pattern = re.compile(r'^\s*(import|from)\s+templateflow\b', re.M)
+def test_templateflow_only_where_templates_are_looked_up():
+    """No module imports TemplateFlow at import time; only synthbids.bids.templates imports it,
+    inside the functions that --output-spaces calls."""
+    top_level = re.compile(r'^(import|from)\s+templateflow\b', re.M)
+    anywhere = re.compile(r'^\s*(import|from)\s+templateflow\b', re.M)
     sources = [
         p
         for folder in ('synthbids', 'workflows', 'interfaces')
         for p in (REPO / folder).rglob('*.py')
     ]
     assert len(sources) > 20
-    assert [p for p in sources if pattern.search(p.read_text())] == []
+    assert [p for p in sources if top_level.search(p.read_text())] == []
+    users = [p.relative_to(REPO).as_posix() for p in sources if anywhere.search(p.read_text())]
+    assert users == ['synthbids/bids/templates.py']
     requirements = metadata.requires('synthbids') or []
-    assert not [r for r in requirements if r.lower().startswith('templateflow')]
+    assert [r for r in requirements if r.lower().startswith('templateflow')]
 
 
 def test_participant_without_network_or_home(tmp_path, tiny_strip_ckpt, tiny_seg_models):
