@@ -51,6 +51,7 @@ REGISTER = """
 import sys, time, torch, numpy as np, nibabel as nib
 torch.set_num_threads(int(sys.argv[2]))
 from synthbids.core import register as R
+from synthbids.core import register_apply as A
 from synthbids.core.xfm_itk import write_itk_h5
 from tests.registration_cases import KnownWarp, boundary_points, mapping_error
 out = sys.argv[1]
@@ -58,9 +59,9 @@ mov = nib.load(out + '/moved_tissues.nii.gz'); fix = nib.load(out + '/template_t
 m, f = mov.get_fdata(dtype=np.float32), fix.get_fdata(dtype=np.float32)
 t = time.perf_counter()
 reg = R.register(m, mov.affine, f, fix.affine)
-write_itk_h5(out + '/fwd.h5', R.forward_steps(reg))
-write_itk_h5(out + '/inv.h5', R.inverse_steps(reg))
-std = R.to_template(m, mov.affine, reg, fix.shape[:3], fix.affine)
+write_itk_h5(out + '/fwd.h5', A.forward_steps(reg))
+write_itk_h5(out + '/inv.h5', A.inverse_steps(reg))
+std = A.to_template(m, mov.affine, reg, fix.shape[:3], fix.affine)
 seconds = time.perf_counter() - t
 known = KnownWarp(fix.shape[:3], fix.affine, seed=0)
 err = mapping_error(known, reg.template_to_subject, boundary_points(f, fix.affine)).mean()

@@ -48,7 +48,7 @@ class TemplateRegistration(SimpleInterface):
         import logging
         import time
 
-        from synthbids.core import register
+        from synthbids.core import register, register_apply
         from synthbids.core.xfm_itk import write_itk_h5
 
         from . import loaded
@@ -67,8 +67,8 @@ class TemplateRegistration(SimpleInterface):
         names = {'from': inp.source_label, 'to': inp.template}
         forward = cwd / f'from-{names["from"]}_to-{names["to"]}_mode-image_xfm.h5'
         inverse = cwd / f'from-{names["to"]}_to-{names["from"]}_mode-image_xfm.h5'
-        write_itk_h5(forward, register.forward_steps(reg))
-        write_itk_h5(inverse, register.inverse_steps(reg))
+        write_itk_h5(forward, register_apply.forward_steps(reg))
+        write_itk_h5(inverse, register_apply.inverse_steps(reg))
         self._results['out_forward'] = str(forward)
         self._results['out_inverse'] = str(inverse)
         losses = ', '.join(f'{k} {v:.5f}' for k, v in reg.metrics.items())
@@ -127,7 +127,7 @@ class ApplyToTemplate(SimpleInterface):
         import nibabel as nib
         import numpy as np
 
-        from synthbids.core import register
+        from synthbids.core import register_apply
         from synthbids.core.tissues import TISSUE_NAMES, tissue_dseg
         from synthbids.core.xfm_itk import read_itk_h5
         from synthbids.reports.reportlets import plot_normalization
@@ -136,18 +136,19 @@ class ApplyToTemplate(SimpleInterface):
 
         inp = self.inputs
         loaded.set_threads(inp.num_threads)
-        reg = register.from_forward_steps(read_itk_h5(inp.transform))
+        reg = register_apply.from_forward_steps(read_itk_h5(inp.transform))
         ref = nib.load(inp.reference)
         shape, affine = ref.shape[:3], ref.affine
         probs, probs_affine = _stack(inp.tissue_probseg)
-        std_probs = np.clip(register.to_template(probs, probs_affine, reg, shape, affine), 0, 1)
+        std_probs = register_apply.to_template(probs, probs_affine, reg, shape, affine)
+        std_probs = np.clip(std_probs, 0, 1)
         mask_img = nib.load(inp.mask)
         mask = np.asarray(mask_img.dataobj, dtype=np.float32)
-        std_mask = register.to_template(mask, mask_img.affine, reg, shape, affine) >= 0.5
+        std_mask = register_apply.to_template(mask, mask_img.affine, reg, shape, affine) >= 0.5
         image = nib.load(inp.in_file)
         data = np.asarray(image.dataobj, dtype=np.float32)
         data = data[..., 0] if data.ndim > 3 else data
-        std_image = register.to_template(data, image.affine, reg, shape, affine)
+        std_image = register_apply.to_template(data, image.affine, reg, shape, affine)
 
         cwd = Path(runtime.cwd)
 

@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage
 
 from synthbids.core import register as R
+from synthbids.core import register_apply as A
 from synthbids.core.tissues import tissue_dseg
 from tests.registration_cases import KnownWarp, boundary_points, mapping_error
 
@@ -74,14 +75,14 @@ def test_inverse_undoes_forward(case):
 def test_resampling_agrees_with_point_mapping(case):
     probs, affine, moving, _, reg, _ = case
     # the subject's maps brought into template space match the template's own
-    std = R.to_template(moving, affine, reg, probs.shape[:3], affine)
+    std = A.to_template(moving, affine, reg, probs.shape[:3], affine)
     labels_fixed, labels_std = tissue_dseg(probs), tissue_dseg(std)
     for index in (1, 2, 3):
         a, b = labels_fixed == index, labels_std == index
         dice = 2 * (a & b).sum() / (a.sum() + b.sum())
         assert dice > 0.85, (index, dice)
     # and back into the subject's space (nearest neighbour keeps integer labels)
-    back = R.to_subject(labels_std, affine, reg, probs.shape[:3], affine, order=0)
+    back = A.to_subject(labels_std, affine, reg, probs.shape[:3], affine, order=0)
     assert back.dtype == labels_std.dtype
     agree = (back == tissue_dseg(moving))[tissue_dseg(moving) > 0].mean()
     assert agree > 0.85
