@@ -43,6 +43,16 @@ def main(argv=None) -> int:
     p.add_argument('--out', type=Path, default=HERE / 'results')
     p.add_argument('--picture', type=Path, help='head: PNG of the Colin27 labels')
     p.add_argument('--no-colin27', action='store_true', help='held-out maps only')
+    p.add_argument(
+        '--refine',
+        choices=('auto', 'on', 'off'),
+        default='auto',
+        help="seg: intensity refinement (auto: the weights' default)",
+    )
+    p.add_argument('--contrasts', nargs='+', help='contrasts to render (default: all)')
+    p.add_argument(
+        '--resolutions', nargs='+', help='voxel sizes to render, e.g. 1x1x1 1x1x5 (default: all)'
+    )
     args = p.parse_args(argv)
 
     import torch
@@ -69,7 +79,17 @@ def main(argv=None) -> int:
         model = load_head_model(args.model)
     else:
         model = load_seg_model(args.model) if seg else load_strip_model(args.model, args.no_csf)
-    if args.quick:
+    refine = {'auto': None, 'on': True, 'off': False}[args.refine]
+    if args.contrasts or args.resolutions:
+        chosen = {}
+        if args.contrasts:
+            chosen['contrasts'] = tuple(args.contrasts)
+        if args.resolutions:
+            chosen['resolutions'] = [
+                tuple(float(v) for v in r.split('x')) for r in args.resolutions
+            ]
+        acqs = default_acquisitions(**chosen)
+    elif args.quick:
         acqs = default_acquisitions(('T1w', 'T2w', 'CT'), ((1, 1, 1), (1, 1, 5)))
     elif head:
         acqs = default_acquisitions(HEAD_ACQUISITIONS, HEAD_RESOLUTIONS)
@@ -87,7 +107,7 @@ def main(argv=None) -> int:
             result['colin27'] = head_on_colin27(model, ch2, args.picture)
             print('Colin27:', json.dumps(result['colin27']), flush=True)
         elif seg:
-            result['colin27'] = seg_on_colin27(model, ch2)
+            result['colin27'] = seg_on_colin27(model, ch2, refine)
             ranges = HERE.parent / 'tests' / 'data' / 'seg_volume_ranges.json'
             result['volume_ranges'] = json.loads(ranges.read_text())['ml']
             brief = {k: v for k, v in result['colin27'].items() if k != 'geometry'}
@@ -100,7 +120,7 @@ def main(argv=None) -> int:
         if head:
             rows = head_on_synthetic(model, maps, acqs)
         elif seg:
-            rows = seg_on_synthetic(model, maps, acqs)
+            rows = seg_on_synthetic(model, maps, acqs, refine)
         else:
             rows = strip_on_synthetic(model, maps, acqs, no_csf=args.no_csf)
         result['synthetic'] = rows

@@ -45,6 +45,13 @@ class _SynthSegInputSpec(NetworkInputSpec):
     tissues = traits.Bool(
         False, usedefault=True, desc='also write GM/WM/CSF probabilities and a 3-class dseg'
     )
+    refine = traits.Enum(
+        'auto',
+        'on',
+        'off',
+        usedefault=True,
+        desc="intensity refinement of the posteriors (auto: the weights' own default)",
+    )
     qc_threshold = traits.Float(0.65, usedefault=True, desc='QC scores below it are flagged')
 
 
@@ -81,6 +88,7 @@ class SynthSeg(SimpleInterface):
         dseg = cwd / loaded.output_name(inp.in_file, '_dseg')
         probseg = cwd / loaded.output_name(inp.in_file, '_probseg') if inp.posteriors else None
         options = {k: getattr(inp, k) for k in ('fast', 'ct', 'keepgeom', 'tissues')}
+        options['refine'] = {'auto': None, 'on': True, 'off': False}[inp.refine]
         result, volume = segment_file(image, model, dseg, posteriors=probseg, **options)
         if inp.tissues:
             self._results.update(write_tissues(cwd, result, volume))
@@ -96,7 +104,9 @@ class SynthSeg(SimpleInterface):
         self._results['model_meta'] = {
             'ModelName': model_name(kind, model.weights[0]),
             'ModelWeights': [w.describe() for w in model.weights],
-            'ModelSettings': sidecar_settings({k: getattr(inp, k) for k in SEG_OPTIONS}),
+            'ModelSettings': sidecar_settings(
+                {**{k: getattr(inp, k) for k in SEG_OPTIONS}, 'refine': result.refined}
+            ),
         }
         self._in_memory = (result, volume)
         return runtime

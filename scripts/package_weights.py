@@ -39,6 +39,11 @@ def main(argv=None) -> int:
     p.add_argument('--description', default='')
     p.add_argument('--warning', default='', help='logged whenever the weights are used')
     p.add_argument('--accuracy', default='', help='one line: what the model card measured')
+    p.add_argument(
+        '--refine',
+        action='store_true',
+        help='seg: the weights were measured with the intensity refinement, on by default',
+    )
     args = p.parse_args(argv)
 
     file = args.file or args.name.replace('-', '_') + args.source.suffix
@@ -74,7 +79,7 @@ def main(argv=None) -> int:
         'card': card.name,
         'description': args.description or f'synthbids-trained {args.kind} weights',
     }
-    for key in ('warning', 'accuracy'):
+    for key in ('warning', 'accuracy', 'refine'):
         if getattr(args, key):
             index[args.name][key] = getattr(args, key)
     index_path.write_text(json.dumps(index, indent=1) + '\n')

@@ -30,6 +30,7 @@ SIDECAR_NAMES = {
     'ct': 'CT',
     'keepgeom': 'KeepGeometry',
     'posteriors': 'Posteriors',
+    'refine': 'IntensityRefinement',
 }
 STRIP_OPTIONS = ('border', 'no_csf')
 SEG_OPTIONS = ('robust', 'parc', 'qc', 'fast', 'ct', 'keepgeom', 'posteriors')
@@ -56,6 +57,7 @@ class ModelSettings:
     qc: bool = True
     posteriors: bool = False
     keepgeom: bool = False
+    seg_refine: bool | None = None  # None: the weights' own default (core.seg_model)
     head: bool = True  # head tissues (labels, volumes, meshes) of every 3-D anatomical image
     strip_sha256: str | None = None  # SHA-256 of the resolved files, hashed once per run
     seg_sha256: str | None = None
@@ -78,6 +80,8 @@ class ModelSettings:
         """Inputs of the SynthSeg interface (``interfaces.synthseg``) for one image."""
         inputs = {k: getattr(self, k) for k in SEG_OPTIONS if k != 'ct'}
         inputs['ct'] = ct
+        if self.seg_refine is not None:
+            inputs['refine'] = 'on' if self.seg_refine else 'off'
         if self.seg_model is not None:
             inputs['model'] = str(self.seg_model)
             if self.seg_sha256:

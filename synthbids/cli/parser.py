@@ -153,6 +153,13 @@ def _model_options(g) -> None:
             '--keepgeom': 'write segmentations on the input grid (default: SynthSeg 1 mm grid)',
         },
     )
+    g.add_argument(
+        '--seg-refine',
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help='refine SynthSeg posteriors with intensity models fitted to each image '
+        "(default: the weights' setting: on for synthbids' packaged weights, off for official)",
+    )
 
 
 def _execution_options(g) -> None:

@@ -81,6 +81,14 @@ def get_parser() -> argparse.ArgumentParser:
         '--threads', type=int, metavar='N', help='number of CPU threads (default: all cores)'
     )
     p.add_argument('--cpu', action='store_true', help='run on the CPU even if a GPU is present')
+    p.add_argument(
+        '--refine',
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help='refine the posteriors with per-label intensity models fitted to the image '
+        "(default: the weights' own setting: on for synthbids' packaged weights, off for the "
+        'official ones)',
+    )
     p.add_argument('--v1', action='store_true', help='SynthSeg 1.0 (no CSF label)')
     p.add_argument(
         '--keepgeom', action='store_true', help='write the segmentation on the input grid'
@@ -294,6 +302,7 @@ def _run(args) -> int:
             ct=args.ct,
             keepgeom=args.keepgeom,
             parc_compat=args.parc_compat,
+            refine=args.refine,
         )
     except InputError as err:
         raise UsageError(str(err)) from None
@@ -329,6 +338,8 @@ def _run(args) -> int:
                 photo=args.photo,
             )
             print_weights(model.weights, device)
+            if model.refine if args.refine is None else args.refine:
+                print('posteriors refined by the image intensities (--no-refine: off)', flush=True)
             if args.addctab:
                 ctab = default_table(dict(zip(model.labels, model.names)))
         seg, post, resampled = plan.seg[i], plan.post[i], plan.resample[i]

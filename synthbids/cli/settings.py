@@ -93,7 +93,9 @@ def _models(args):
 
     if args.border != args.border or args.border in (float('inf'), float('-inf')):
         raise UsageError(f'--border must be a finite number (got {args.border})')
-    if args.no_seg and (args.parc or args.robust or args.seg_model or args.posteriors):
+    if args.no_seg and (
+        args.parc or args.robust or args.seg_model or args.posteriors or args.seg_refine
+    ):
         raise UsageError('--no-seg cannot be combined with SynthSeg options')
     if args.no_head and args.head_model:
         raise UsageError('--no-head cannot be combined with --head-model')
@@ -111,6 +113,7 @@ def _models(args):
         qc=not args.no_qc,
         posteriors=args.posteriors,
         keepgeom=args.keepgeom,
+        seg_refine=args.seg_refine,
     )
 
 

@@ -59,6 +59,13 @@ class SegModel:
             net.predict(x, sink, keep_skip=not self.low_memory, **kwargs)
 
     @property
+    def refine(self) -> bool:
+        """Whether :func:`.segment.segment` refines the posteriors by default: as the model
+        card of the weights measured them (packaged synthbids weights; never official ones)."""
+        main = self.weights[0] if self.weights else None
+        return bool(main is not None and main.verified and main.entry and main.entry.refine)
+
+    @property
     def divisor(self) -> int:
         """Padded 1 mm sizes are multiples of this: 32 for the official networks; for a
         network on a ``factor``-times coarser grid, ``factor`` times what the network needs

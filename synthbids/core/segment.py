@@ -8,9 +8,10 @@ The pipeline is FreeSurfer's ``mri_synthseg`` (2.0, 1.0 with ``v1``, the robust 
 parcellation, QC, Photo-SynthSeg with ``photo=``): loading in :mod:`.seg_model`,
 preprocessing in :mod:`.seg_preprocess`, networks in :mod:`.seg_nets` run by
 :mod:`.seg_inference` (official Keras weights converted by :mod:`.seg_keras`), postprocessing
-in :mod:`.seg_postprocess`, Photo-SynthSeg's label lists in :mod:`.seg_photo`. :func:`segment_file`
-runs one image and writes its files (with ``ctab``, a FreeSurfer colour table embedded in
-``.mgz`` label images, :mod:`.seg_ctab`): ``synthbids-seg`` and the BIDS App both call it.
+in :mod:`.seg_postprocess`, Photo-SynthSeg's label lists in :mod:`.seg_photo`, the optional
+intensity refinement of the posteriors in :mod:`.seg_refine`. :func:`segment_file` runs one
+image and writes its files (with ``ctab``, a FreeSurfer colour table embedded in ``.mgz`` label
+images, :mod:`.seg_ctab`): ``synthbids-seg`` and the BIDS App both call it.
 
 Test-time augmentation (default) averages the blurred posteriors of
 the image and of its left-right flip; ``fast`` keeps only the first; the robust cascade runs
@@ -38,6 +39,7 @@ from .seg_postprocess import (
     channel_sums,
     clean_posteriors,
     compute_volumes,
+    pad_crop,
     qc_scores,
 )
 from .seg_preprocess import Prepared, preprocess
@@ -66,6 +68,7 @@ class SegResult:
     posteriors_affine: np.ndarray | None = None  # grid of ``posteriors`` (always 1 mm/native)
     tissues: np.ndarray | None = None  # (X, Y, Z, 3) GM, WM, CSF on the posteriors' grid
     volume_precision: str = 'float32'  # arithmetic of mri_synthseg's volumes (CSV formatting)
+    refined: bool = False  # the posteriors went through the intensity refinement
 
 
 def segment(
@@ -80,11 +83,17 @@ def segment(
     parc_compat: bool = False,
     autocrop: bool = False,
     tissues: bool = False,
+    refine: bool | None = None,
+    refine_options=None,
 ) -> SegResult:
     """Segment ``image`` (a path or a :class:`Volume` read with ``fdata=True``).
     ``autocrop``: analyse only the box around the non-background voxels (not with ``crop``).
     ``tissues``: also sum the posteriors into GM, WM and CSF probabilities (:mod:`.tissues`),
-    on the posteriors' grid (``SegResult.posteriors_affine``), without keeping all of them."""
+    on the posteriors' grid (``SegResult.posteriors_affine``), without keeping all of them.
+    ``refine``: intensity refinement of the posteriors (:mod:`.seg_refine`) before anything
+    is derived from them; ``None`` uses the weights' own default (on for weights packaged
+    with synthbids that were measured with it, off for the official ones).
+    ``refine_options``: its :class:`~.seg_refine.RefineOptions`."""
     if autocrop and crop is not None:
         raise UsageError('--autocrop cannot be used with --crop')
     if ct and model.photo is not None:
@@ -97,6 +106,12 @@ def segment(
     else:
         raw = run_networks(model, prepared.image, fast)
     cleaned = clean_posteriors(raw.posteriors, prepared.pad_idx, model.topology, fast)
+    refined = model.refine if refine is None else bool(refine)
+    if refined:
+        from .seg_refine import refine_posteriors
+
+        # ``cleaned`` is a view of the networks' output, ours to change in place
+        refine_posteriors(cleaned, prepared.image[pad_crop(prepared.pad_idx)], refine_options)
     seg = np.asarray(model.labels, dtype=LABEL_DTYPE)[argmax_channels(cleaned)]
     float64 = prepared.crop_idx is not None  # the reference pastes crops into float64 arrays
     sums = channel_sums(cleaned, float64=float64)
@@ -136,6 +151,7 @@ def segment(
         posteriors_affine=prepared.affine if posteriors or tissues else None,
         tissues=tissue_out,
         volume_precision='float64' if float64 else 'float32',
+        refined=refined,
     )
 
 

@@ -57,6 +57,7 @@ class RegistryEntry:
     warning: str = ''  # said whenever these weights are used (packaged early models)
     accuracy: str = ''  # packaged weights: what their model card measured, in one line
     companions: tuple[str, ...] = ()  # files that must sit beside it (Photo-SynthSeg's lists)
+    refine: bool = False  # segmentation weights measured with the intensity refinement on
 
     def __post_init__(self):
         object.__setattr__(self, 'companions', tuple(self.companions))

@@ -115,9 +115,10 @@ def strip_on_colin27(model, image: str | Path, reference: str | Path, border: fl
     }
 
 
-def seg_on_synthetic(model, map_files, acquisitions=None) -> list[dict]:
+def seg_on_synthetic(model, map_files, acquisitions=None, refine=None) -> list[dict]:
     """Per-label Dice of :func:`synthbids.core.segment.segment` on rendered held-out maps, on
-    the acquisition grid (``keepgeom``), against the maps' 33 SynthSeg labels."""
+    the acquisition grid (``keepgeom``), against the maps' 33 SynthSeg labels; ``refine`` is
+    passed to ``segment`` (None: the weights' default)."""
     from ..core.segment import segment
     from ..synth.labelmaps import SEG_LABELS_V2
 
@@ -125,8 +126,9 @@ def seg_on_synthetic(model, map_files, acquisitions=None) -> list[dict]:
     rows = []
     for row, volume, truth in rendered(map_files, values, acquisitions):
         start = time.perf_counter()
-        result = segment(volume, model, keepgeom=True)
+        result = segment(volume, model, keepgeom=True, refine=refine)
         seconds = time.perf_counter() - start
+        row['refined'] = result.refined
         per_label = {
             str(v): round(dice(result.labels == v, truth == v), 4) for v in SEG_LABELS_V2 if v
         }
@@ -245,14 +247,14 @@ def label_geometry(labels: np.ndarray, affine: np.ndarray) -> dict[int, dict]:
     return out
 
 
-def seg_on_colin27(model, image: str | Path) -> dict:
+def seg_on_colin27(model, image: str | Path, refine=None) -> dict:
     """Label volumes and centroids of Colin27's segmentation, and how many lateral labels lie
     on their own side of the midline."""
     from ..core.segment import segment
     from ..synth.labelmaps import LEFT, RIGHT
 
     start = time.perf_counter()
-    result = segment(image, model)
+    result = segment(image, model, refine=refine)
     seconds = time.perf_counter() - start
     geometry = label_geometry(result.labels, result.affine)
     midline = np.mean([g['ras'][0] for g in geometry.values()])

@@ -211,6 +211,21 @@ def test_settings_and_their_toml(bids_dataset, tmp_path, tiny_strip_ckpt):
     assert data['execution']['bids_filters'] == {'t1w': {'acquisition': 'null'}}
     with pytest.raises(AttributeError):
         s.models.parc = False  # frozen
+    assert s.models.seg_refine is None and 'refine' not in s.models.seg_inputs(ct=False)
+
+
+@pytest.mark.parametrize(('flag', 'value'), [('--seg-refine', 'on'), ('--no-seg-refine', 'off')])
+def test_seg_refine_reaches_the_interface(bids_dataset, tmp_path, tiny_strip_ckpt, flag, value):
+    argv = participant(bids_dataset, tmp_path, '--strip-model', tiny_strip_ckpt, flag)
+    s = build_settings(get_parser().parse_args([str(a) for a in argv]))
+    assert s.models.seg_inputs(ct=False)['refine'] == value
+    assert from_toml(to_toml(s)) == s
+
+
+def test_seg_refine_needs_seg(bids_dataset, tmp_path, tiny_strip_ckpt, capsys):
+    argv = participant(bids_dataset, tmp_path, '--strip-model', tiny_strip_ckpt)
+    code, _, err = run([*argv, '--no-seg', '--seg-refine'], capsys)
+    assert code == 64 and '--no-seg cannot be combined' in err
 
 
 def test_the_toml_provenance_reads_back(bids_dataset, tmp_path, tiny_strip_ckpt):

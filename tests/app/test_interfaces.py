@@ -89,10 +89,25 @@ def test_synthseg_outputs(image, tiny_seg_models, tmp_path, monkeypatch):
     probseg = nib.load(out.out_probseg)
     assert probseg.shape[3] == len(out.label_map) == 33 and out.label_map[0] == 'Unknown'
     assert out.model_meta['ModelSettings']['QC'] is True
+    # the official file names' default: not refined, and the sidecar says so
+    assert out.model_meta['ModelSettings']['IntensityRefinement'] is False
     files = [w['File'] for w in out.model_meta['ModelWeights']]
     assert files == ['synthseg_2.0.h5', 'synthseg_qc_2.0.h5']
     assert all(len(w['SHA256']) == 64 for w in out.model_meta['ModelWeights'])
     assert '<image' in open(out.out_report).read()
+
+
+def test_synthseg_refine_on_request(image, tiny_seg_models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = (
+        SynthSeg(
+            in_file=str(image), model=str(tiny_seg_models), refine='on', fast=True, num_threads=1
+        )
+        .run()
+        .outputs
+    )
+    assert out.model_meta['ModelSettings']['IntensityRefinement'] is True
+    assert nib.load(out.out_dseg).get_fdata().any()
 
 
 def test_synthseg_parcellation_and_keepgeom(image, tiny_seg_models, tmp_path, monkeypatch):

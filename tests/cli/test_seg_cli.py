@@ -329,3 +329,25 @@ def test_library_variants(make_nifti, tiny_seg_models, options):
     assert result.posterior_labels == list(model.labels)
     outside = result.labels[:, :, :2]  # the centred 48x64x40 crop leaves borders out
     assert not outside.any()
+
+
+def test_refine_flags(make_nifti, tiny_seg_models, tmp_path, capsys):
+    """Official-named (here: custom) weights are not refined unless ``--refine`` asks; the
+    refined run says so and still writes normalised posteriors."""
+    src = make_nifti(affine=oblique_affine((1.0, 1.0, 1.0)))
+    base = ['--i', src, '--model', tiny_seg_models, '--fast']
+    code, out, err = run_cli([*base, '--o', tmp_path / 'a.nii.gz'], capsys)
+    assert code == 0, err
+    assert 'refined' not in out
+    post = tmp_path / 'p.nii.gz'
+    code, out, err = run_cli(
+        [*base, '--o', tmp_path / 'b.nii.gz', '--post', post, '--refine'], capsys
+    )
+    assert code == 0, err
+    assert 'posteriors refined by the image intensities' in out
+    probs = np.asanyarray(nib.load(post).dataobj)
+    np.testing.assert_allclose(probs.sum(-1), 1, atol=1e-4)
+    model = load_seg_model(tiny_seg_models)
+    assert not model.refine
+    assert segment(src, model, fast=True, refine=True).refined
+    assert not segment(src, model, fast=True).refined
