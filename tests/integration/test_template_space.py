@@ -21,8 +21,9 @@ from synthbids.core.geometry import Grid
 from synthbids.core.tissues import on_grid
 from tests.registration_cases import KnownWarp, boundary_points, mapping_error
 
-#: The issue's bounds: mean label-boundary error, template-space brain-mask overlap.
-MAX_BOUNDARY_ERROR_MM = {'T1w': 1.8, 'inverted': 2.3}
+#: The issue's bounds: mean label-boundary error, template-space brain-mask overlap (measured
+#: 2026-11-25 with the packaged weights and their default intensity refinement: 0.60 and 0.70 mm).
+MAX_BOUNDARY_ERROR_MM = {'T1w': 1.5, 'inverted': 1.5}
 MIN_MASK_DICE = 0.95
 
 
