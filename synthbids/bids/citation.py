@@ -27,6 +27,11 @@ REFERENCES = {
         'MRI datasets. Proceedings of the National Academy of Sciences. '
         '2023;120(9):e2216399120. doi:10.1073/pnas.2216399120'
     ),
+    'samseg': (
+        'Puonti O, Iglesias JE, Van Leemput K. Fast and sequence-adaptive whole-brain '
+        'segmentation using parametric Bayesian modeling. NeuroImage. 2016;143:235-249. '
+        'doi:10.1016/j.neuroimage.2016.09.011'
+    ),
     'marching_cubes': (
         "Lewiner T, Lopes H, Vieira AW, Tavares G. Efficient implementation of marching cubes' "
         'cases with topological guarantees. Journal of Graphics Tools. 2003;8(2):1-15. '
@@ -81,6 +86,8 @@ def boilerplate(
         cite.insert(1, 'synthseg')
         if models.robust or models.parc or models.qc:
             cite.append('synthseg_robust')
+        if refined(models, seg_weights):
+            cite.append('samseg')
     if models.head and head_weights is not None:
         text += ['', _head_paragraph(head_weights)]
         if 'synthseg' not in cite:
@@ -123,6 +130,13 @@ def _seg_paragraph(models: ModelSettings, weights) -> str:
     if models.robust:
         seg += ', in its robust version for clinical scans [@synthseg_robust]'
     seg += f'. {weights_sentence(weights)}'
+    if refined(models, weights):
+        seg += (
+            " The network's posteriors were refined with the image's own intensities: a "
+            'Gaussian intensity model per structure, fitted to each image by '
+            "expectation-maximisation with the network's posteriors as the spatial prior, "
+            'as in SAMSEG [@samseg].'
+        )
     if models.parc:
         seg += (
             ' The cortex was further parcellated into the 68 regions of the '
@@ -134,6 +148,15 @@ def _seg_paragraph(models: ModelSettings, weights) -> str:
             f'structures [@synthseg_robust]; scores below {QC_THRESHOLD} were flagged.'
         )
     return seg + ' Regional volumes were computed from the soft segmentation (posteriors).'
+
+
+def refined(models: ModelSettings, weights) -> bool:
+    """Whether the segmentation's posteriors were intensity-refined: as asked, else the
+    weights' own default (``core.seg_model.SegModel.refine``)."""
+    if models.seg_refine is not None:
+        return models.seg_refine
+    entry = getattr(weights, 'entry', None)
+    return bool(weights is not None and weights.verified and entry and entry.refine)
 
 
 def _head_paragraph(weights) -> str:

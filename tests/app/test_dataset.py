@@ -103,8 +103,9 @@ def test_boilerplate_describes_what_ran(tmp_path):
     assert '(synthseg-robust-2.0: `synthseg_robust_2.0.h5`, SHA-256 ' in text
     paths = write_citation(tmp_path, text)
     assert [p.name for p in paths] == ['CITATION.md', 'CITATION.bib']
-    assert '@article{synthstrip,' in bibtex() and bibtex().count('\n@') + 1 == 7
+    assert '@article{synthstrip,' in bibtex() and bibtex().count('\n@') + 1 == 8
     assert 'Head tissues' not in text  # no head weights given: nothing said about them
+    assert 'SAMSEG' not in text and '[samseg]' not in text  # official weights: not refined
 
 
 def test_boilerplate_names_packaged_weights_as_what_they_are():
@@ -118,6 +119,11 @@ def test_boilerplate_names_packaged_weights_as_what_they_are():
     assert f'reports {strip_card}' in text and f'reports {seg_card}' in text
     assert '**Warning:** these weights are an early model' in text
     assert text.count('**Warning:**') == 1  # the SynthStrip weights have no warning
+    # their default intensity refinement is described and cited, unless it was turned off
+    assert 'as in SAMSEG [@samseg]' in text and text.count('- [samseg] Puonti') == 1
+    off = boilerplate('1.2', ModelSettings(seg_refine=False), packaged('strip'), packaged('seg'))
+    assert 'SAMSEG' not in off and '[samseg]' not in off
+    assert '(Puonti et al., 2016)' in readable_citations(text)
 
 
 def test_boilerplate_describes_the_head_tissues():
