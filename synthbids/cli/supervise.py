@@ -42,6 +42,8 @@ from ._worker import ENV_SUPERVISOR, LIFELINE_WRITERS, init_worker, run_in_worke
 
 #: Plugin names (``--use-plugin`` files) that run under :class:`SupervisedMultiProcPlugin`.
 SUPERVISED_PLUGINS = ('MultiProc', 'LegacyMultiProc')
+#: How often the scheduler looks for finished nodes (Nipype's default: every 2 s).
+POLL_SECONDS = 0.05
 #: What the fork server imports when synthbids starts it.
 FORKSERVER_MODULE = 'synthbids.cli._worker'
 #: How long to wait for the pool to collect its workers after one died.
@@ -138,6 +140,10 @@ class SupervisedMultiProcPlugin(MultiProcPlugin):
 
     def run(self, graph, config, updatehash=False):
         finished = False
+        # Nipype's loop sleeps poll_sleep_duration (2 s) between looks at finished tasks, so
+        # every node waited up to 2 s for its inputs; a look costs about a millisecond
+        execution = {**config['execution'], 'poll_sleep_duration': POLL_SECONDS}
+        config = {**config, 'execution': execution}
         try:
             self._start_pool()
             result = super().run(graph, config, updatehash=updatehash)
