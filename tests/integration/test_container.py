@@ -28,7 +28,6 @@ from tests.integration.conftest import require_system
 
 BASE_IMAGE = 'localhost/debian-base:bookworm'
 IMAGE = 'localhost/synthbids:test'
-CA_BUNDLE = Path('/etc/ssl/certs/ca-certificates.crt')
 #: Environment of the image that Singularity/Apptainer sets itself (HOME) or does not need.
 DOCKER_ONLY_ENV = {'HOME'}
 
@@ -268,39 +267,19 @@ def podman(*args, timeout=600, check=True, **kwargs) -> subprocess.CompletedProc
 
 @pytest.fixture(scope='module')
 def image(tmp_path_factory) -> str:
-    """The Dockerfile built with podman from the debootstrap base (cached layers reused)."""
-    require_system('podman', 'debootstrap', 'runc')
+    """The Dockerfile built with podman from the debootstrap base by
+    ``scripts/container-build.sh`` (cached layers reused: .ci/run starts the same build in the
+    background, and this waits for it)."""
+    require_system('podman', 'debootstrap', 'runc', 'flock')
     wheel = torch_wheel()
     start = time.monotonic()
-    base = subprocess.run(
-        ['bash', str(REPO / 'scripts/container-base.sh'), BASE_IMAGE],
+    built = subprocess.run(
+        ['bash', str(REPO / 'scripts/container-build.sh'), IMAGE, BASE_IMAGE],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=2700,
+        env={**os.environ, 'SYNTHBIDS_TORCH_WHEEL': str(wheel)},
     )
-    assert base.returncode == 0, base.stdout + base.stderr
-    from synthbids import __version__
-
-    build = [
-        'build',
-        '--network',
-        'host',
-        '--tag',
-        IMAGE,
-        '--build-arg',
-        f'BASE_IMAGE={BASE_IMAGE}',
-        '--build-arg',
-        f'TORCH_SPEC=/tmp/docker/wheels/{wheel.name}',
-        '--build-arg',
-        'TORCH_INDEX_URL=',
-        '--build-arg',
-        f'VERSION={__version__}',
-        '--volume',
-        f'{wheel.parent}:/tmp/docker/wheels:ro',
-    ]
-    if CA_BUNDLE.is_file():  # a TLS-intercepting proxy's CA is in the host's bundle
-        build += ['--volume', f'{CA_BUNDLE}:/tmp/docker/certs/host.crt:ro']
-    built = podman(*build, str(REPO), timeout=1800, check=False)
     log = tmp_path_factory.mktemp('podman') / 'build.log'
     log.write_text(built.stdout + built.stderr)
     assert built.returncode == 0, f'podman build failed (log {log}):\n{log.read_text()[-4000:]}'
