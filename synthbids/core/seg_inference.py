@@ -73,7 +73,9 @@ def run_networks(model: SegModel, image: np.ndarray, fast: bool) -> _Raw:
     """Segmentation network(s) on the padded input (X, Y, Z): TTA, fast or robust (module
     docstring), with ``mri_synthseg``'s choice of outputs for the parcellation and QC."""
     x = torch.from_numpy(image)[None, None].to(model.device)
-    post = np.empty((len(model.labels), *image.shape), dtype=np.float32)
+    # torch's allocator, not numpy's: numpy asks for transparent huge pages on large arrays,
+    # and their first touch here cost three times the writing itself (kernel compaction)
+    post = torch.empty((len(model.labels), *image.shape), dtype=torch.float32).numpy()
     if model.robust:
         _robust(model, x, post)
     elif fast or model.flip_indices is None:
@@ -148,10 +150,14 @@ def _flip_averaged(model: SegModel, x: torch.Tensor, post: np.ndarray) -> None:
     """Test-time augmentation: the mean of the blurred posteriors of the image and of its
     left-right flip (mirrored back, left and right channels swapped)."""
     depth, flip = x.shape[2], model.flip_indices
+    scratch = []  # one buffer for every slab (allocated as ``post`` is, see run_networks)
 
     def second(a, b, probs):
         # final = 0.5 * (first + mirrored), as the reference computes it
-        mirrored = channels_first(probs)
+        if not scratch or scratch[0].shape[1] < b - a:
+            shape = (probs.shape[1], b - a, *probs.shape[3:])
+            scratch[:] = [torch.empty(shape, dtype=torch.float32).numpy()]
+        mirrored = channels_first(probs, scratch[0][:, : b - a])
         for c in range(len(flip)):
             dst = post[c, depth - b : depth - a]
             np.add(dst, mirrored[flip[c], ::-1], out=dst)

@@ -207,7 +207,7 @@ class SegUNet(nn.Module):
         x: torch.Tensor,
         sink: Sink,
         smooth: bool = False,
-        slab: int = 32,
+        slab: int = 64,
         raw_sink: Sink | None = None,
         keep_skip: bool = True,
     ) -> None:
