@@ -12,12 +12,13 @@ parcellation and QC are not distributed, so those files are full-width networks 
 (seeded) weights written in the official layout: the same architecture and arithmetic cost,
 only the postprocessing's data-dependent parts (connected components) may differ.
 
-``--reference`` times another command on the same image for ratios, e.g. FreeSurfer's
-``'mri_synthseg --i {image} --o {out} --threads {threads} --cpu {flags}'`` (``{flags}`` gets
-the case's flags). Without it, absolute numbers are reported.
+``--reference freesurfer`` runs FreeSurfer 7.3.2's own ``mri_synthseg`` script with the same
+weights, alternating with ours (``fs_synthseg_ref.py`` builds its environment on first use);
+any other value is a command template such as ``'mri_synthseg --i {image} --o {out} --threads
+{threads} --cpu {flags}'`` (``{flags}`` gets the case's flags). Ratios are ours / reference.
 
     python benchmarks/seg_benchmark.py                          # all cases, 1 repeat
-    python benchmarks/seg_benchmark.py --cases default fast --repeats 3
+    python benchmarks/seg_benchmark.py --cases default fast --repeats 3 --reference freesurfer
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ def main(argv=None) -> int:
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--repeats', type=int, default=1)
     p.add_argument('--cases', nargs='+', choices=sorted(CASES), default=list(CASES))
-    p.add_argument('--reference', metavar='COMMAND', help='reference command template')
+    p.add_argument(
+        '--reference', metavar='COMMAND', help="'freesurfer' or a reference command template"
+    )
     p.add_argument('--weights', type=Path, default=bench_cache('synthseg-full-size'))
     p.add_argument('--out', type=Path, default=HERE / 'results')
     args = p.parse_args(argv)
@@ -107,6 +110,15 @@ def main(argv=None) -> int:
         'SYNTHBIDS_MODELS': str(models),
         'OMP_NUM_THREADS': str(args.threads),
     }
+    if args.reference == 'freesurfer':
+        from fs_synthseg_ref import reference
+
+        prefix, ref_env = reference(bench_cache('fs732-synthseg'), models)
+        env = {**env, **ref_env}
+        args.reference = ' '.join(
+            [*map(shlex.quote, prefix), '--i {image} --o {out} --vol {vol}']
+            + ['--threads {threads} --cpu {flags}']
+        )
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -125,6 +137,7 @@ def main(argv=None) -> int:
                     ref = args.reference.format(
                         image=args.image,
                         out=tmp / 'ref.nii.gz',
+                        vol=tmp / 'ref_vol.csv',
                         threads=args.threads,
                         flags=' '.join(shlex.quote(f) for f in flags),
                     )

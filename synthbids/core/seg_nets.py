@@ -207,7 +207,7 @@ class SegUNet(nn.Module):
         x: torch.Tensor,
         sink: Sink,
         smooth: bool = False,
-        slab: int = 64,
+        slab: int = 32,
         raw_sink: Sink | None = None,
         keep_skip: bool = True,
     ) -> None:
