@@ -152,11 +152,10 @@ def _seg_paragraph(models: ModelSettings, weights) -> str:
 
 def refined(models: ModelSettings, weights) -> bool:
     """Whether the segmentation's posteriors were intensity-refined: as asked, else the
-    weights' own default (``core.seg_model.SegModel.refine``)."""
+    weights' own default (``core.weights.WeightsFile.refine``)."""
     if models.seg_refine is not None:
         return models.seg_refine
-    entry = getattr(weights, 'entry', None)
-    return bool(weights is not None and weights.verified and entry and entry.refine)
+    return bool(weights is not None and weights.refine)
 
 
 def _head_paragraph(weights) -> str:

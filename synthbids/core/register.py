@@ -7,7 +7,7 @@ probsegs by least squares, so a CT, a FLAIR or an inverted T1w register as a T1w
 Two stages, in torch (CPU or GPU), coarse to fine:
 
 * affine: centres of mass first, then 12 parameters on 8, 4 and 2 mm grids;
-* diffeomorphic: a stationary velocity field on a 4 mm control grid, integrated by scaling and
+* diffeomorphic: a stationary velocity field on an 8 mm control grid, integrated by scaling and
   squaring (its inverse is the integral of the negated field), with a diffusion penalty.
 
 The result maps template points to subject points, ``p -> A (p + u(p))`` (what a resampler

@@ -62,8 +62,7 @@ class SegModel:
     def refine(self) -> bool:
         """Whether :func:`.segment.segment` refines the posteriors by default: as the model
         card of the weights measured them (packaged synthbids weights; never official ones)."""
-        main = self.weights[0] if self.weights else None
-        return bool(main is not None and main.verified and main.entry and main.entry.refine)
+        return bool(self.weights) and self.weights[0].refine
 
     @property
     def divisor(self) -> int:

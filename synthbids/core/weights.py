@@ -95,6 +95,12 @@ class WeightsFile:
         """What a user must be told whenever these weights run (early packaged models)."""
         return self.entry.warning if self.entry is not None and self.verified else ''
 
+    @property
+    def refine(self) -> bool:
+        """Whether segmentations with these weights are intensity-refined by default: as their
+        model card measured them (packaged synthbids weights; never official or custom ones)."""
+        return bool(self.entry is not None and self.verified and self.entry.refine)
+
     def as_dict(self) -> dict:
         return {
             'name': self.name,
