@@ -24,6 +24,11 @@ def measure(cmd: list[str], env: dict) -> dict:
     wall = time.perf_counter() - start
     err = proc.stderr.read().decode()
     proc.stderr.close()
+    return _summary(cmd, status, usage, wall, err)
+
+
+def _summary(cmd: list[str], status: int, usage, wall: float, err: str) -> dict:
+    """Wall, CPU and peak RSS of a finished process; its failure ends the benchmark."""
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f'failed: {" ".join(cmd)}\n{err}')
     return {
@@ -84,12 +89,7 @@ def measure_tree(cmd: list[str], env: dict, interval: float = 0.5) -> dict:
         time.sleep(interval)
     wall = time.perf_counter() - start
     reader.join()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f'failed: {" ".join(cmd)}\n{b"".join(err).decode()[-3000:]}')
-    return {
-        'wall_s': round(wall, 2),
-        'cpu_s': round(usage.ru_utime + usage.ru_stime, 2),
-        'peak_rss_gb': round(usage.ru_maxrss / 1024**2, 3),
+    return _summary(cmd, status, usage, wall, b''.join(err).decode()[-3000:]) | {
         'tree_peak_pss_gb': round(peak_pss / 1024**2, 3),
         'tree_peak_rss_sum_gb': round(peak_rss / 1024**2, 3),
     }
