@@ -73,7 +73,7 @@ class Registration:
 
 def _interp_field(disp: np.ndarray, affine: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Displacement at world ``points``, as ITK (and so ANTs) evaluates the written field."""
-    from .xfm_itk import field_at
+    from .xfm_steps import field_at
 
     return field_at(disp, affine, points)
 

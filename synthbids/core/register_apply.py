@@ -20,7 +20,7 @@ def _field_level(disp: np.ndarray, affine: np.ndarray, device) -> _Level:
 
 def _field_at(level: _Level, points: torch.Tensor) -> torch.Tensor:
     """(..., 3) displacements at world ``points``, as ITK evaluates them (see
-    :func:`.xfm_itk.field_at`): the edge value within half a voxel outside, zero farther."""
+    :func:`.xfm_steps.field_at`): the edge value within half a voxel outside, zero farther."""
     vox = _to_vox(points, level.affine)
     size = torch.tensor(level.shape, dtype=vox.dtype, device=vox.device)
     inside = ((vox >= -0.5) & (vox < size - 0.5)).all(-1, keepdim=True)
@@ -92,7 +92,7 @@ def forward_steps(reg: Registration) -> list:
     """Template point -> subject point, as the steps of an ITK composite (applied in order):
     what ANTs writes as ``from-<image>_to-<template>`` and what resampling into the
     template's space uses."""
-    from .xfm_itk import Affine, Displacement
+    from .xfm_steps import Affine, Displacement
 
     steps = [Affine(reg.affine)]
     if reg.field is not None:
@@ -102,7 +102,7 @@ def forward_steps(reg: Registration) -> list:
 
 def inverse_steps(reg: Registration) -> list:
     """Subject point -> template point (``from-<template>_to-<image>``)."""
-    from .xfm_itk import Affine, Displacement
+    from .xfm_steps import Affine, Displacement
 
     steps = [Affine(np.linalg.inv(reg.affine))]
     if reg.inverse_field is not None:
@@ -112,7 +112,7 @@ def inverse_steps(reg: Registration) -> list:
 
 def from_forward_steps(steps: list) -> Registration:
     """The :class:`Registration` of a forward file: an affine, optionally after a field."""
-    from .xfm_itk import Affine, Displacement
+    from .xfm_steps import Affine, Displacement
 
     kinds = [type(s) for s in steps]
     if kinds == [Affine]:

@@ -12,7 +12,7 @@ run time. ITK's rules, each checked against SimpleITK (ITK's own reader and writ
   (``CompositeTransform([A, B])`` maps ``p`` to ``A(B(p))``), so the steps, given in the
   order they are applied to a point, are written in reverse.
 * Direction: a file maps points of the fixed (reference) space to the moving space, the
-  direction resampling pulls values along (:func:`resample`).
+  direction resampling pulls values along (:func:`.xfm_steps.resample`).
 * HDF5 (``.h5``): ``/TransformGroup/0`` is the composite (``CompositeTransform_float_3_3``),
   ``/1``, ``/2``, ... its queue, each with ``TransformType`` (one variable-length ASCII
   string), ``TransformFixedParameters`` (float64) and ``TransformParameters`` (float32 or
@@ -26,7 +26,7 @@ run time. ITK's rules, each checked against SimpleITK (ITK's own reader and writ
   vectors (LPS), component fastest, then x, y, z voxel index; fixed parameters the field
   image's size, origin, spacing and direction (row-major), in LPS. ITK interpolates it
   trilinearly, takes the edge value within half a voxel outside the outer voxel centres,
-  and does not displace points farther out (:func:`field_at`).
+  and does not displace points farther out (:func:`.xfm_steps.field_at`).
 
 fMRIPrep's ``antsRegistration`` runs in single precision (``--float 1``), so
 :func:`write_itk_h5` writes ``float`` transforms by default; ``precision='double'`` writes
@@ -38,23 +38,18 @@ from __future__ import annotations
 import os
 import platform
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
+from .xfm_steps import Affine, Displacement
 
 __all__ = [
     'Affine',
     'Displacement',
     'TransformFileError',
-    'field_at',
-    'map_points',
-    'read_itk_affine_txt',
     'read_itk_h5',
-    'resample',
-    'write_itk_affine_txt',
     'write_itk_h5',
 ]
 
@@ -76,136 +71,6 @@ _ITK_VERSION = '5.4.0'
 
 class TransformFileError(InputError, ValueError):
     """A transform file that cannot be read: one line, naming the file."""
-
-
-@dataclass(eq=False)
-class Affine:
-    """``p -> matrix @ p``: a 4x4 affine in RAS millimetres."""
-
-    matrix: np.ndarray
-
-    def __post_init__(self):
-        self.matrix = _affine_matrix(self.matrix, 'an Affine step')
-
-
-@dataclass(eq=False)
-class Displacement:
-    """``p -> p + u(p)``: ``field`` (X, Y, Z, 3) float32 RAS displacements (mm) on the voxel
-    grid of ``affine`` (voxel to RAS world), trilinear between voxels, as ITK outside them
-    (:func:`field_at`)."""
-
-    field: np.ndarray
-    affine: np.ndarray
-
-    def __post_init__(self):
-        self.field = np.asarray(self.field, dtype=np.float32)
-        if self.field.ndim != 4 or self.field.shape[3] != 3 or 0 in self.field.shape:
-            raise ValueError(f'a displacement field is (X, Y, Z, 3), not {self.field.shape}')
-        self.affine = _affine_matrix(self.affine, "a displacement field's grid")
-        if abs(np.linalg.det(self.affine[:3, :3])) < 1e-12:
-            raise ValueError("a displacement field's grid affine is singular")
-
-
-def _affine_matrix(matrix, what: str) -> np.ndarray:
-    m = np.array(matrix, dtype=np.float64)
-    if m.shape != (4, 4) or not np.isfinite(m).all():
-        raise ValueError(f'{what} needs a finite 4x4 matrix, not shape {m.shape}')
-    if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-9):
-        raise ValueError(f'{what} needs a last row of 0 0 0 1, not {m[3].tolist()}')
-    m[3] = [0, 0, 0, 1]
-    return m
-
-
-# --- our reference implementation ---------------------------------------------------------
-
-
-def map_points(steps: list, points: np.ndarray) -> np.ndarray:
-    """Where ``steps`` (applied in order, ``steps[0]`` first) send RAS ``points`` (..., 3)."""
-    p = np.array(points, dtype=np.float64)
-    shape = p.shape
-    p = p.reshape(-1, 3)
-    for step in steps:
-        if isinstance(step, Affine):
-            p = p @ step.matrix[:3, :3].T + step.matrix[:3, 3]
-        elif isinstance(step, Displacement):
-            p = p + field_at(step.field, step.affine, p)
-        else:
-            raise TypeError(f'not a transform step: {step!r}')
-    return p.reshape(shape)
-
-
-def field_at(field: np.ndarray, affine: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Displacements (N, 3) at RAS ``points`` (N, 3), as ITK evaluates a displacement field:
-    trilinear between voxel centres, the edge value within half a voxel outside them, zero
-    farther out (ITK's ``IsInsideBuffer``: continuous index in ``[-0.5, size - 0.5)``)."""
-    vox = _to_voxels(points, affine)
-    out = np.zeros((len(vox), 3))
-    inside = _inside(vox, field.shape[:3])
-    if inside.any():
-        from scipy.ndimage import map_coordinates
-
-        coords = vox[inside].T
-        for c in range(3):
-            out[inside, c] = map_coordinates(field[..., c], coords, order=1, mode='nearest')
-    return out
-
-
-def resample(
-    data: np.ndarray,
-    data_affine: np.ndarray,
-    steps: list,
-    ref_shape,
-    ref_affine: np.ndarray,
-    order: int = 1,
-    cval: float = 0.0,
-) -> np.ndarray:
-    """Pull ``data`` (X, Y, Z[, C], voxel-to-RAS ``data_affine``) onto the reference grid
-    (``ref_shape``, ``ref_affine``) as ITK's resampling does: the value at a reference point
-    ``p`` is ``data`` at ``steps(p)`` (the steps map reference to data world points),
-    trilinear (``order=1``) or nearest (``order=0``), with ITK's rule at the edges (the edge
-    value within half a voxel outside the outer voxel centres, ``cval`` farther out)."""
-    from scipy.ndimage import map_coordinates
-
-    if order not in (0, 1):
-        raise ValueError(f'order is 0 (nearest) or 1 (trilinear), not {order}')
-    data = np.asarray(data)
-    if data.ndim not in (3, 4):
-        raise ValueError(f'data is (X, Y, Z) or (X, Y, Z, C), not {data.shape}')
-    ref_shape = tuple(int(s) for s in ref_shape[:3])
-    ref_affine = _affine_matrix(ref_affine, 'the reference grid')
-    channels = data.reshape(data.shape[:3] + (-1,))
-    dtype = data.dtype if order == 0 else np.result_type(data.dtype, np.float32)
-    out = np.empty(ref_shape + (channels.shape[3],), dtype=dtype)
-    size = np.array(data.shape[:3])
-    step = max(1, (1 << 18) // max(1, ref_shape[1] * ref_shape[2]))
-    for x0 in range(0, ref_shape[0], step):
-        x1 = min(ref_shape[0], x0 + step)
-        axes = (np.arange(x0, x1), np.arange(ref_shape[1]), np.arange(ref_shape[2]))
-        ijk = np.stack(np.meshgrid(*axes, indexing='ij'), -1).reshape(-1, 3)
-        world = map_points(steps, ijk @ ref_affine[:3, :3].T + ref_affine[:3, 3])
-        vox = _to_voxels(world, data_affine)
-        inside = _inside(vox, size)
-        values = np.full((len(vox), channels.shape[3]), cval, dtype=dtype)
-        if order == 0:  # ITK rounds half-way indices up
-            idx = np.clip(np.floor(vox[inside] + 0.5).astype(np.intp), 0, size - 1)
-            values[inside] = channels[idx[:, 0], idx[:, 1], idx[:, 2]]
-        else:
-            for c in range(channels.shape[3]):
-                values[inside, c] = map_coordinates(
-                    channels[..., c], vox[inside].T, order=1, mode='nearest'
-                )
-        out[x0:x1] = values.reshape((x1 - x0,) + ref_shape[1:] + (-1,))
-    return out.reshape(ref_shape + data.shape[3:])
-
-
-def _to_voxels(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    inv = np.linalg.inv(np.asarray(affine, dtype=np.float64))
-    return np.asarray(points, dtype=np.float64).reshape(-1, 3) @ inv[:3, :3].T + inv[:3, 3]
-
-
-def _inside(vox: np.ndarray, size) -> np.ndarray:
-    size = np.asarray(size)[:3]
-    return ((vox >= -0.5) & (vox < size - 0.5)).all(axis=1)
 
 
 # --- RAS steps <-> ITK parameters --------------------------------------------------------------
@@ -428,74 +293,3 @@ def _read_step(path: Path, group, kind: tuple[str, str]):
 
 def _one_line(err: BaseException) -> str:
     return ' '.join(str(err).split()) or type(err).__name__
-
-
-# --- text (one affine) -------------------------------------------------------------------------
-
-
-def write_itk_affine_txt(path: str | os.PathLike, affine_ras: np.ndarray) -> Path:
-    """Write the RAS affine ``p -> affine_ras @ p`` as an ITK text transform file
-    (``AffineTransform_double_3_3``, centre 0), atomically."""
-    from .atomic import write_text
-
-    params, fixed = _affine_to_itk(Affine(affine_ras).matrix)
-    text = (
-        '#Insight Transform File V1.0\n'
-        '#Transform 0\n'
-        f'Transform: {_LINEAR[0]}_double_3_3\n'
-        f'Parameters: {_numbers(params)}\n'
-        f'FixedParameters: {_numbers(fixed)}\n'
-    )
-    return write_text(path, text)
-
-
-def _numbers(values: np.ndarray) -> str:
-    """Shortest round-trip decimals, without a trailing ``.0`` (as ITK prints them)."""
-    words = (repr(float(v) + 0.0) for v in values)  # + 0.0: no '-0'
-    return ' '.join(w[:-2] if w.endswith('.0') else w for w in words)
-
-
-def read_itk_affine_txt(path: str | os.PathLike) -> np.ndarray:
-    """The RAS 4x4 affine of an ITK text transform file holding one affine transform
-    (alone, or as the only transform of a composite)."""
-    path = Path(path)
-    try:
-        lines = [line.strip() for line in path.read_text(encoding='ascii').splitlines()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise TransformFileError(path, f'cannot read ({_one_line(err)})') from None
-    lines = [line for line in lines if line]
-    if not lines or not lines[0].startswith('#Insight Transform File'):
-        raise TransformFileError(path, 'not an ITK text transform file')
-    transforms: list[dict[str, str]] = []
-    for line in lines[1:]:
-        if line.startswith('#'):
-            continue
-        key, sep, value = line.partition(':')
-        if not sep:
-            raise TransformFileError(path, f'unexpected line {line[:60]!r}')
-        if key == 'Transform':
-            transforms.append({'Transform': value.strip()})
-        elif key in ('Parameters', 'FixedParameters') and transforms:
-            transforms[-1][key] = value
-        else:
-            raise TransformFileError(path, f'unexpected line {line[:60]!r}')
-    if transforms and transforms[0]['Transform'].startswith(_COMPOSITE + '_'):
-        transforms = transforms[1:]
-    if len(transforms) != 1:
-        raise TransformFileError(path, f'{len(transforms)} transforms, not one affine transform')
-    item = transforms[0]
-    match = _TYPE_NAME.match(item['Transform'])
-    if match is None or match['kind'] not in _LINEAR or match['dims'] != '3_3':
-        raise TransformFileError(path, f'not a 3-D affine transform ({item["Transform"]})')
-    try:
-        params = np.array(item.get('Parameters', '').split(), dtype=np.float64)
-        fixed = np.array(item.get('FixedParameters', '0 0 0').split(), dtype=np.float64)
-    except ValueError as err:
-        raise TransformFileError(path, f'unreadable parameters ({_one_line(err)})') from None
-    if params.size != 12 or fixed.size != 3:
-        raise TransformFileError(
-            path, f'{params.size} parameters and {fixed.size} fixed, not 12 and 3'
-        )
-    if not (np.isfinite(params).all() and np.isfinite(fixed).all()):
-        raise TransformFileError(path, 'parameters are not finite')
-    return _affine_from_itk(params, fixed)

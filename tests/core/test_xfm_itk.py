@@ -1,5 +1,6 @@
-"""ITK transform files (synthbids.core.xfm_itk), checked against ITK's own reader and writer
-(SimpleITK: the code ANTs uses) and against nitransforms (what fMRIPrep uses)."""
+"""ITK transform files (synthbids.core.xfm_itk, .xfm_itk_txt) and our point mapping and
+resampling (.xfm_steps), checked against ITK's own reader and writer (SimpleITK: the code
+ANTs uses) and against nitransforms (what fMRIPrep uses)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from synthbids.core import atomic
-from synthbids.core import xfm_itk as X
-from synthbids.core.xfm_itk import (
-    Affine,
-    Displacement,
-    map_points,
-    read_itk_affine_txt,
-    read_itk_h5,
-    resample,
-    write_itk_affine_txt,
-    write_itk_h5,
-)
+from synthbids.core import atomic, xfm_itk
+from synthbids.core import xfm_steps as X
+from synthbids.core.xfm_itk import read_itk_h5, write_itk_h5
+from synthbids.core.xfm_itk_txt import read_itk_affine_txt, write_itk_affine_txt
+from synthbids.core.xfm_steps import Affine, Displacement, map_points, resample
 
 sitk = pytest.importorskip('SimpleITK', reason='SimpleITK (test extra) is not installed')
 
@@ -568,7 +562,7 @@ def test_failed_writes_leave_nothing_behind(tmp_path, monkeypatch):
         staged.extend(p.name for p in tmp_path.iterdir() if p != path)
         raise RuntimeError('disk on fire')
 
-    monkeypatch.setattr(X, '_field_vectors', fail)
+    monkeypatch.setattr(xfm_itk, '_field_vectors', fail)
     with pytest.raises(RuntimeError, match='disk on fire'):
         write_itk_h5(path, steps)
     assert len(staged) == 1 and atomic.is_partial(staged[0])  # cleaned up by name if killed
