@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--quick', action='store_true', help='T1w/T2w/CT at 1 mm and 5 mm only')
     p.add_argument('--out', type=Path, default=HERE / 'results')
-    p.add_argument('--picture', type=Path, help='head: PNG of the Colin27 labels')
+    p.add_argument('--picture', type=Path, help='head, seg: PNG of the Colin27 labels')
     p.add_argument('--no-colin27', action='store_true', help='held-out maps only')
     p.add_argument(
         '--refine',
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
             result['colin27'] = head_on_colin27(model, ch2, args.picture)
             print('Colin27:', json.dumps(result['colin27']), flush=True)
         elif seg:
-            result['colin27'] = seg_on_colin27(model, ch2, refine)
+            result['colin27'] = seg_on_colin27(model, ch2, refine, args.picture)
             ranges = HERE.parent / 'tests' / 'data' / 'seg_volume_ranges.json'
             result['volume_ranges'] = json.loads(ranges.read_text())['ml']
             brief = {k: v for k, v in result['colin27'].items() if k != 'geometry'}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..core.checkpoints import read_checkpoint
 
 GOALS = {
@@ -53,6 +55,25 @@ def _head_table(by_acquisition: dict, by_class: dict) -> list[str]:
     for acq, cell in by_acquisition.items():
         lines.append(f'| {acq} | ' + ' | '.join(f'{cell[c]:.3f}' for c in classes) + ' |')
     lines.append('| **all** | ' + ' | '.join(f'**{by_class[c]:.3f}**' for c in classes) + ' |')
+    return [*lines, '']
+
+
+def _contrast_by_resolution(rows: list[dict]) -> list[str]:
+    """Mean Dice per rendered contrast (rows) and voxel size (columns)."""
+    cells: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        res = 'x'.join(f'{v:g}' for v in row['voxel_mm'])
+        cells.setdefault(row['contrast'], {}).setdefault(res, []).append(row['dice'])
+    columns = sorted({r for cell in cells.values() for r in cell})
+    lines = [
+        'Mean Dice per contrast and voxel size (mm):',
+        '',
+        '| contrast | ' + ' | '.join(columns) + ' |',
+        '| --- |' + ' ---: |' * len(columns),
+    ]
+    for contrast, cell in cells.items():
+        values = [f'{np.mean(cell[r]):.3f}' if r in cell else '' for r in columns]
+        lines.append(f'| {contrast} | ' + ' | '.join(values) + ' |')
     return [*lines, '']
 
 
@@ -152,6 +173,9 @@ def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
             '',
             *_colin_volumes(c['geometry'], evaluation.get('volume_ranges')),
         ]
+        if c.get('picture'):
+            lines += [f'![Colin27: cortex and white-matter boundaries]({Path(c["picture"]).name})']
+            lines += ['']
     elif 'colin27' in evaluation:
         c = evaluation['colin27']
         lines += [
@@ -178,6 +202,8 @@ def model_card(weights: Path, evaluation: dict, sha256: str, name: str) -> str:
             f'{evaluation.get("threads")} threads).',
             '',
         ]
+    if task == 'seg' and evaluation.get('synthetic'):
+        lines += _contrast_by_resolution(evaluation['synthetic'])
     if 'head_class_by_contrast' in evaluation:
         lines += _head_table(evaluation['head_class_by_contrast'], evaluation['head_by_class'])
     if 'seg_by_label' in evaluation:

@@ -247,15 +247,22 @@ def label_geometry(labels: np.ndarray, affine: np.ndarray) -> dict[int, dict]:
     return out
 
 
-def seg_on_colin27(model, image: str | Path, refine=None) -> dict:
+def seg_on_colin27(model, image: str | Path, refine=None, picture=None) -> dict:
     """Label volumes and centroids of Colin27's segmentation, and how many lateral labels lie
-    on their own side of the midline."""
+    on their own side of the midline; with ``picture``, a PNG of the cortex and white-matter
+    boundaries (with the intensity refinement on, also the network's alone above them)."""
     from ..core.segment import segment
     from ..synth.labelmaps import LEFT, RIGHT
 
     start = time.perf_counter()
     result = segment(image, model, refine=refine)
     seconds = time.perf_counter() - start
+    if picture is not None:
+        panels = [('refined (default)' if result.refined else 'network', result.labels)]
+        if result.refined:
+            panels.insert(0, ('network alone', segment(image, model, refine=False).labels))
+        title = f'Colin27 with {Path(model.weights[0].path).name}'
+        seg_picture(image, result.affine, panels, title, picture)
     geometry = label_geometry(result.labels, result.affine)
     midline = np.mean([g['ras'][0] for g in geometry.values()])
     sided = [(v, -1) for v in LEFT if v in geometry] + [(v, 1) for v in RIGHT if v in geometry]
@@ -265,7 +272,52 @@ def seg_on_colin27(model, image: str | Path, refine=None) -> dict:
         'lateral_labels_on_their_side': f'{correct}/{len(sided)}',
         'geometry': {str(k): v for k, v in geometry.items()},
         'seconds': round(seconds, 2),
-    }
+    } | ({'picture': str(picture)} if picture is not None else {})
+
+
+def seg_picture(image, affine, panels, title: str, path: str | Path) -> None:
+    """Cortex (red) and white-matter (blue) boundaries of each panel's labels (on the grid of
+    ``image``, ``affine``) over a coronal slice through the lateral ventricles and an axial
+    slice 20 mm above them, cropped to the brain: one row per panel."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt
+
+    def canonical(data):
+        return np.asanyarray(nib.as_closest_canonical(nib.Nifti1Image(data, affine)).dataobj)
+
+    img = canonical(np.asarray(nib.load(image).dataobj, dtype=np.float32))
+    labels = [canonical(np.asarray(lab, dtype=np.int16)) for _, lab in panels]
+    brain = np.argwhere(labels[-1] > 0)
+    lo = np.maximum(brain.min(axis=0) - 4, 0)  # a margin: the outer boundary stays visible
+    hi = np.minimum(brain.max(axis=0) + 5, img.shape[:3])
+    ventricles = np.argwhere(np.isin(labels[-1], (4, 43))).mean(axis=0).astype(int)
+    y, z = ventricles[1], min(ventricles[2] + 20, hi[2] - 1)
+    views = [
+        ('coronal', lambda a: np.rot90(a[lo[0] : hi[0], y, lo[2] : hi[2]])),
+        ('axial', lambda a: np.rot90(a[lo[0] : hi[0], lo[1] : hi[1], z])),
+    ]
+    vmax = float(np.percentile(img, 99.5))
+    fig, axes = plt.subplots(len(panels), 2, figsize=(8, 4.2 * len(panels)), squeeze=False)
+    for row, ((name, _), lab) in enumerate(zip(panels, labels)):
+        for ax, (view, cut) in zip(axes[row], views):
+            ax.imshow(cut(img), cmap='gray', vmin=0, vmax=vmax)
+            for values, colour in (((3, 42), 'tab:red'), ((2, 41), 'cornflowerblue')):
+                ax.contour(
+                    cut(np.isin(lab, values)).astype(float), [0.5], colors=colour, linewidths=0.8
+                )
+            ax.set_title(f'{name} \u2014 {view}', fontsize=10)
+            ax.axis('off')
+    fig.suptitle(f'{title}: cortex (red) and white matter (blue) boundaries', fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    from PIL import Image
+
+    with Image.open(path) as im:  # 256 colours: a third of the bytes, kept in the repository
+        small = im.convert('RGB').quantize(256)
+    small.save(path, optimize=True)
 
 
 def summarize(rows: list[dict], key: str = 'contrast') -> dict[str, float]:
