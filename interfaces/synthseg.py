@@ -53,6 +53,12 @@ class _SynthSegInputSpec(NetworkInputSpec):
         desc="intensity refinement of the posteriors (auto: the weights' own default)",
     )
     qc_threshold = traits.Float(0.65, usedefault=True, desc='QC scores below it are flagged')
+    low_memory = traits.Bool(
+        False,
+        usedefault=True,
+        nohash=True,
+        desc='recompute the full-resolution features instead of keeping them (same results)',
+    )
 
 
 class _SynthSegOutputSpec(TraitedSpec):
@@ -119,7 +125,15 @@ class SynthSeg(SimpleInterface):
         dev = loaded.device(inp.use_gpu)
         model = inp.model if inp.model else None
         sha = inp.model_sha256 or None
-        key = ('seg', loaded.weights_key(model), inp.robust, inp.parc, inp.qc, str(dev))
+        key = (
+            'seg',
+            loaded.weights_key(model),
+            inp.robust,
+            inp.parc,
+            inp.qc,
+            inp.low_memory,
+            str(dev),
+        )
         return loaded.loaded_model(
             key,
             lambda: load_seg_model(
@@ -128,6 +142,7 @@ class SynthSeg(SimpleInterface):
                 parc=inp.parc,
                 qc=inp.qc,
                 device=dev,
+                low_memory=inp.low_memory,
                 warn=False,
                 sha256=sha if model and Path(model).is_file() else None,
             ),

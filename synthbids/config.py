@@ -128,6 +128,7 @@ class NipypeSettings:
     omp_nthreads: int = 1
     mem_gb: float | None = None
     gpu: bool = False
+    low_mem: bool = False  # SynthSeg recomputes its full-resolution skips (same results)
     stop_on_first_crash: bool = False
 
 

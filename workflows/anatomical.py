@@ -30,6 +30,8 @@ from .outputs import (
 #: would otherwise assume 0.25 GB and start too many at once (nipreps/mriqc#1437).
 STRIP_MEM_GB = 2.5
 SEG_MEM_GB = 4.0
+#: What ``low_mem`` saves of it: the first level's skip features (0.7 GB for Colin27).
+SEG_LOW_MEM_SAVED_GB = 1.0
 #: Registration holds the tissue maps of the image and of the template and a few 2 mm grids;
 #: resampling into a 1 mm template adds a few of its grids.
 REGISTRATION_MEM_GB = 1.5
@@ -95,9 +97,11 @@ def init_segmentation_wf(
     ct: bool = False,
     omp_nthreads: int = 1,
     use_gpu: bool = False,
+    low_mem: bool = False,
     name: str = 'segmentation_wf',
 ) -> pe.Workflow:
-    """SynthSeg labels, volumes, QC scores (and posteriors) with a reportlet for one image.
+    """SynthSeg labels, volumes, QC scores (and posteriors) with a reportlet for one image;
+    ``low_mem`` recomputes the network's full-resolution features instead of keeping them.
 
     Inputs: ``in_file``. Outputs: ``out_dseg``, ``out_volumes``, ``out_qc``, ``out_probseg``,
     ``label_map``, ``out_report``, ``model_meta``.
@@ -112,10 +116,14 @@ def init_segmentation_wf(
             qc_threshold=QC_THRESHOLD,
             use_gpu=use_gpu,
             num_threads=omp_nthreads,
+            low_memory=low_mem,
             out_report='segmentation.svg',
         ),
         name='seg',
-        mem_gb=SEG_MEM_GB + 2.0 * models.robust + 1.0 * models.parc,
+        mem_gb=SEG_MEM_GB
+        - SEG_LOW_MEM_SAVED_GB * low_mem
+        + 2.0 * models.robust
+        + 1.0 * models.parc,
         n_procs=omp_nthreads,
     )
     connections = [(f, f) for f in SEG_OUTPUTS if f not in ('out_qc', 'out_probseg', 'label_map')]
@@ -181,6 +189,7 @@ def init_anat_wf(
     templates: list | None = None,
     omp_nthreads: int = 1,
     use_gpu: bool = False,
+    low_mem: bool = False,
     name: str = 'anat_wf',
 ) -> pe.Workflow:
     """Everything synthbids does to one image, outputs and reportlets included.
@@ -190,7 +199,7 @@ def init_anat_wf(
     to (through the segmentation's tissue maps). Inputs: ``in_file`` (the raw
     image). Outputs: the derivative paths (``mask``, ``brain``, with segmentation ``dseg``,
     ``volumes``, ``qc``, and with head tissues ``head_dseg``, ``head_volumes``,
-    ``head_meshes``).
+    ``head_meshes``). ``low_mem``: SynthSeg keeps less in memory (same results).
     """
     workflow = pe.Workflow(name=name)
     fields = ['mask', 'brain', 'dseg', 'volumes', 'qc', 'head_dseg', 'head_volumes', 'head_meshes']
@@ -227,7 +236,11 @@ def init_anat_wf(
         return workflow
 
     segmentation_wf = init_segmentation_wf(
-        models=models, ct=image.suffix == 'ct', omp_nthreads=omp_nthreads, use_gpu=use_gpu
+        models=models,
+        ct=image.suffix == 'ct',
+        omp_nthreads=omp_nthreads,
+        use_gpu=use_gpu,
+        low_mem=low_mem,
     )
     ds_segmentation_wf = init_ds_segmentation_wf(image=image, output_dir=output_dir, models=models)
     seg_fields = ['out_dseg', 'out_volumes', 'out_report', 'model_meta']

@@ -122,6 +122,7 @@ def init_single_subject_wf(
             templates=templates if registered else None,
             omp_nthreads=nipype.omp_nthreads,
             use_gpu=nipype.gpu,
+            low_mem=nipype.low_mem,
             name=f'anat_{safe_name(image.bids_name.removeprefix(f"sub-{subject}_"))}_wf',
         )
         anat_wf.inputs.inputnode.in_file = str(image.path)

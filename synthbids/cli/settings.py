@@ -146,6 +146,7 @@ def _nipype(args):
         omp_nthreads=omp,
         mem_gb=mem_gb,
         gpu=args.gpu,
+        low_mem=args.low_mem,
         stop_on_first_crash=args.stop_on_first_crash,
     )
 

@@ -181,6 +181,7 @@ def test_settings_and_their_toml(bids_dataset, tmp_path, tiny_strip_ckpt):
             '--mem',
             '8G',
             '--gpu',
+            '--low-mem',
             '--parc',
             '--robust',
             '--fast',
@@ -196,7 +197,7 @@ def test_settings_and_their_toml(bids_dataset, tmp_path, tiny_strip_ckpt):
     s = build_settings(args)
     assert s.execution.participant_label == ('01', '02')
     assert s.execution.session_label == ('1',)
-    assert s.nipype.omp_nthreads == 3 and s.nipype.mem_gb == 8.0
+    assert s.nipype.omp_nthreads == 3 and s.nipype.mem_gb == 8.0 and s.nipype.low_mem
     assert s.nipype.plugin_args == {
         'n_procs': 4,
         'raise_insufficient': False,

@@ -97,6 +97,38 @@ def test_synthseg_outputs(image, tiny_seg_models, tmp_path, monkeypatch):
     assert '<image' in open(out.out_report).read()
 
 
+def test_synthseg_low_memory_gives_the_same_results(image, tiny_seg_models, tmp_path, monkeypatch):
+    """``--low-mem`` changes how SynthSeg keeps its features, not what it computes: the
+    same labels and volumes, and the same node hash (a finished node is not run again)."""
+    from synthbids.core import segment
+
+    loaded = []
+    real = segment.load_seg_model
+
+    def spy(*args, **kwargs):
+        model = real(*args, **kwargs)
+        loaded.append(model.low_memory)
+        return model
+
+    monkeypatch.setattr(segment, 'load_seg_model', spy)
+    outs = {}
+    for low in (False, True):
+        folder = tmp_path / f'low-{low}'
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        iface = SynthSeg(
+            in_file=str(image), model=str(tiny_seg_models), low_memory=low, num_threads=1
+        )
+        outs[low] = (iface.inputs.get_hashval(hash_method='content')[1], iface.run().outputs)
+    assert loaded == [False, True]  # two models: the cache keeps them apart
+    assert SynthSeg.input_spec().trait('low_memory').nohash
+    assert outs[True][0] == outs[False][0]
+    labels = [np.asanyarray(nib.load(o.out_dseg).dataobj) for _, o in outs.values()]
+    assert np.array_equal(*labels) and labels[0].any()
+    volumes = [open(o.out_volumes).read() for _, o in outs.values()]
+    assert volumes[0] == volumes[1]
+
+
 def test_synthseg_refine_on_request(image, tiny_seg_models, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = (

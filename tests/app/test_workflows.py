@@ -29,7 +29,7 @@ def models(**kwargs):
     return ModelSettings(**paths, head_model=MODELS['head.pt'], **kwargs)
 
 
-def settings(tmp_path, run_uuid='RUN', gpu=False, omp_nthreads=1, **options):
+def settings(tmp_path, run_uuid='RUN', gpu=False, omp_nthreads=1, low_mem=False, **options):
     execution = ExecutionSettings(
         bids_dir=tmp_path / 'bids',
         output_dir=tmp_path / 'out',
@@ -37,7 +37,7 @@ def settings(tmp_path, run_uuid='RUN', gpu=False, omp_nthreads=1, **options):
         work_dir=tmp_path / 'work',
         run_uuid=run_uuid,
     )
-    nipype = NipypeSettings(omp_nthreads=omp_nthreads, gpu=gpu)
+    nipype = NipypeSettings(omp_nthreads=omp_nthreads, gpu=gpu, low_mem=low_mem)
     return Settings(execution=execution, models=models(**options), nipype=nipype)
 
 
@@ -63,6 +63,7 @@ def test_one_workflow_per_participant_and_image(subjects, tmp_path):
     assert strip.mem_gb == 2.5 and strip.n_procs == 3 and strip.inputs.num_threads == 3
     seg = names['single_subject_01_wf.anat_T1w_wf.segmentation_wf.seg']
     assert seg.mem_gb == 4.0 and seg.n_procs == 3 and seg.inputs.qc is True
+    assert seg.inputs.low_memory is False
     head = names['single_subject_03_wf.anat_ses_1_T2w_wf.head_wf.head']
     assert head.mem_gb == 2.5 and head.n_procs == 3 and head.inputs.num_threads == 3
     assert head.inputs.model == str(MODELS['head.pt'])
@@ -159,3 +160,19 @@ def test_ct_images_are_segmented_as_ct(tmp_path):
     leaves = {k.rsplit('.', 1)[-1]: n for k, n in nodes_of(wf).items()}
     assert leaves['seg'].inputs.ct is True
     assert leaves['ds_mask'].inputs.source_file == 'sub-01/ct/sub-01_ct.nii.gz'
+
+
+def test_low_mem_reaches_every_seg_node_and_the_scheduler(subjects, tmp_path):
+    """``--low-mem``: each SynthSeg node keeps less and declares less to the scheduler, and
+    nothing else changes (the other nodes, the node hashes)."""
+    plain = nodes_of(init_synthbids_wf(subjects=subjects, settings=settings(tmp_path)))
+    low = nodes_of(init_synthbids_wf(subjects=subjects, settings=settings(tmp_path, low_mem=True)))
+    segs = [k for k in low if k.endswith('segmentation_wf.seg')]
+    assert len(segs) == 6
+    for name in segs:
+        assert low[name].inputs.low_memory is True and plain[name].inputs.low_memory is False
+        assert low[name].mem_gb == 3.0 and plain[name].mem_gb == 4.0
+        hashes = [n[name].inputs.get_hashval(hash_method='timestamp')[1] for n in (plain, low)]
+        assert hashes[0] == hashes[1]
+    for name in set(low) - set(segs):
+        assert low[name].mem_gb == plain[name].mem_gb
