@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     p.add_argument('--out', type=Path, default=HERE / 'results')
     p.add_argument('--picture', type=Path, help='head, seg: PNG of the Colin27 labels')
     p.add_argument('--no-colin27', action='store_true', help='held-out maps only')
+    p.add_argument('--fast', action='store_true', help='seg: no test-time flip (as --fast)')
     p.add_argument(
         '--refine',
         choices=('auto', 'on', 'off'),
@@ -99,6 +100,7 @@ def main(argv=None) -> int:
         'task': args.task,
         'weights': [w.as_dict() for w in model.weights] if seg else model.weights.as_dict(),
         'threads': args.threads,
+        'fast': args.fast,
         'date': time.strftime('%Y-%m-%d %H:%M'),
     }
     ch2 = Path('/usr/share/mricron/templates/ch2.nii.gz')
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
         if head:
             rows = head_on_synthetic(model, maps, acqs)
         elif seg:
-            rows = seg_on_synthetic(model, maps, acqs, refine)
+            rows = seg_on_synthetic(model, maps, acqs, refine, fast=args.fast)
         else:
             rows = strip_on_synthetic(model, maps, acqs, no_csf=args.no_csf)
         result['synthetic'] = rows

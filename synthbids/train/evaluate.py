@@ -115,10 +115,12 @@ def strip_on_colin27(model, image: str | Path, reference: str | Path, border: fl
     }
 
 
-def seg_on_synthetic(model, map_files, acquisitions=None, refine=None) -> list[dict]:
+def seg_on_synthetic(
+    model, map_files, acquisitions=None, refine=None, fast: bool = False
+) -> list[dict]:
     """Per-label Dice of :func:`synthbids.core.segment.segment` on rendered held-out maps, on
-    the acquisition grid (``keepgeom``), against the maps' 33 SynthSeg labels; ``refine`` is
-    passed to ``segment`` (None: the weights' default)."""
+    the acquisition grid (``keepgeom``), against the maps' 33 SynthSeg labels; ``refine`` and
+    ``fast`` (no test-time flip) are passed to ``segment`` (None: the weights' default)."""
     from ..core.segment import segment
     from ..synth.labelmaps import SEG_LABELS_V2
 
@@ -126,7 +128,7 @@ def seg_on_synthetic(model, map_files, acquisitions=None, refine=None) -> list[d
     rows = []
     for row, volume, truth in rendered(map_files, values, acquisitions):
         start = time.perf_counter()
-        result = segment(volume, model, keepgeom=True, refine=refine)
+        result = segment(volume, model, keepgeom=True, refine=refine, fast=fast)
         seconds = time.perf_counter() - start
         row['refined'] = result.refined
         per_label = {
