@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from ..core.stripnet import StripUNet
 from ..synth.generator import Sample
@@ -101,13 +100,22 @@ def soft_dice(
     prob: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, eps: float = 1e-7
 ) -> torch.Tensor:
     """SynthSeg's loss: 1 - mean over classes (background included) of
-    2 sum(gp) / (sum(g^2) + sum(p^2))."""
-    onehot = F.one_hot(target, prob.shape[1]).permute(0, 4, 1, 2, 3).to(prob)
-    w = weight[:, None].to(prob)
-    dims = (0, 2, 3, 4)
-    inter = (prob * onehot * w).sum(dims)
-    denom = ((onehot**2) * w).sum(dims) + ((prob**2) * w).sum(dims)
-    return 1 - (2 * inter / (denom + eps)).mean()
+    2 sum(gp) / (sum(g^2) + sum(p^2)), with g the one-hot target.
+
+    The one-hot tensor is never built: sum(gp) per class is the true class's probability summed
+    by class, and sum(g^2) the weighted class count (a constant); only sum(p^2) needs every
+    channel. Same values, a third of the time and memory of the one-hot form (a 33-label 64^3
+    crop: ``docs/training.md``)."""
+    n = prob.shape[1]
+    w = weight.to(prob)
+    flat = target.reshape(-1)
+    p_true = prob.gather(1, target[:, None]).reshape(-1)
+    inter = torch.zeros(n, dtype=prob.dtype, device=prob.device).index_add(
+        0, flat, p_true * w.reshape(-1)
+    )
+    count = torch.bincount(flat, weights=w.reshape(-1), minlength=n).to(prob)
+    squares = torch.einsum('bcxyz,bxyz->c', prob * prob, w)
+    return 1 - (2 * inter / (count + squares + eps)).mean()
 
 
 def cross_entropy(
