@@ -43,19 +43,25 @@ def _colin_volumes(geometry: dict, ranges: dict | None) -> list[str]:
     return [*lines, '']
 
 
+def _grid(title: str, corner: str, columns: list[str], rows: dict[str, list[str]]) -> list[str]:
+    """A titled Markdown table: one row per key of ``rows``, its cells under ``columns``."""
+    lines = [
+        title,
+        '',
+        f'| {corner} | ' + ' | '.join(columns) + ' |',
+        '| --- |' + ' ---: |' * len(columns),
+    ]
+    lines += [f'| {name} | ' + ' | '.join(cells) + ' |' for name, cells in rows.items()]
+    return [*lines, '']
+
+
 def _head_table(by_acquisition: dict, by_class: dict) -> list[str]:
     """Dice per head tissue (columns) and rendered acquisition (rows), bone first."""
     classes = ['bone', *[c for c in by_class if c != 'bone']]
-    lines = [
-        'Head-tissue Dice per class on the same synthetic images (acquisition grid):',
-        '',
-        '| image | ' + ' | '.join(classes) + ' |',
-        '| --- |' + ' ---: |' * len(classes),
-    ]
-    for acq, cell in by_acquisition.items():
-        lines.append(f'| {acq} | ' + ' | '.join(f'{cell[c]:.3f}' for c in classes) + ' |')
-    lines.append('| **all** | ' + ' | '.join(f'**{by_class[c]:.3f}**' for c in classes) + ' |')
-    return [*lines, '']
+    rows = {acq: [f'{cell[c]:.3f}' for c in classes] for acq, cell in by_acquisition.items()}
+    rows['**all**'] = [f'**{by_class[c]:.3f}**' for c in classes]
+    title = 'Head-tissue Dice per class on the same synthetic images (acquisition grid):'
+    return _grid(title, 'image', classes, rows)
 
 
 def _contrast_by_resolution(rows: list[dict]) -> list[str]:
@@ -65,16 +71,11 @@ def _contrast_by_resolution(rows: list[dict]) -> list[str]:
         res = 'x'.join(f'{v:g}' for v in row['voxel_mm'])
         cells.setdefault(row['contrast'], {}).setdefault(res, []).append(row['dice'])
     columns = sorted({r for cell in cells.values() for r in cell})
-    lines = [
-        'Mean Dice per contrast and voxel size (mm):',
-        '',
-        '| contrast | ' + ' | '.join(columns) + ' |',
-        '| --- |' + ' ---: |' * len(columns),
-    ]
-    for contrast, cell in cells.items():
-        values = [f'{np.mean(cell[r]):.3f}' if r in cell else '' for r in columns]
-        lines.append(f'| {contrast} | ' + ' | '.join(values) + ' |')
-    return [*lines, '']
+    table = {
+        contrast: [f'{np.mean(cell[r]):.3f}' if r in cell else '' for r in columns]
+        for contrast, cell in cells.items()
+    }
+    return _grid('Mean Dice per contrast and voxel size (mm):', 'contrast', columns, table)
 
 
 def _head_colin27(c: dict, weights: Path) -> list[str]:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -313,13 +314,13 @@ def seg_picture(image, affine, panels, title: str, path: str | Path) -> None:
             ax.axis('off')
     fig.suptitle(f'{title}: cortex (red) and white matter (blue) boundaries', fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=80)
     plt.close(fig)
     from PIL import Image
 
-    with Image.open(path) as im:  # 256 colours: a third of the bytes, kept in the repository
-        small = im.convert('RGB').quantize(256)
-    small.save(path, optimize=True)
+    with Image.open(buffer) as im:  # 256 colours: a third of the bytes, kept in the repository
+        im.convert('RGB').quantize(256).save(path, format='PNG', optimize=True)
 
 
 def summarize(rows: list[dict], key: str = 'contrast') -> dict[str, float]:
